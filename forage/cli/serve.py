@@ -100,3 +100,33 @@ def serve_env_cmd(
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
+
+
+@app.command("site")
+def serve_site_cmd(
+    corpus: str = typer.Option("default", "--corpus", help="A JSONL corpus (id, title, text), 'default' (the wiki "
+                               "summaries) or 'none' (static folder only)."),
+    static: str = typer.Option(None, "--static", help="A folder of files to serve (under /static, or at / with --corpus none)."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8020, "--port"),
+    name: str = typer.Option("Forage Wiki", "--name", help="The site's name in page titles."),
+) -> None:
+    """Serve a corpus as a hyperlinked web site (articles, /search?q=, /index topic pages) and/or a static folder."""
+    from pathlib import Path
+
+    from forage.sandboxes.web.server import load_site, serve_site
+
+    if static is not None and not Path(static).is_dir():
+        typer.echo(f"error: {static} is not a folder", err=True)
+        raise typer.Exit(2)
+    if corpus == "none" and static is None:
+        typer.echo("error: give --static with --corpus none", err=True)
+        raise typer.Exit(2)
+    try:
+        site = None if corpus == "none" else load_site(corpus, name=name)
+    except (OSError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    what = f"{len(site.docs)} articles" if site is not None else f"static files of {static}"
+    typer.echo(f"site ready on http://{host}:{port} ({what}); Ctrl-C stops it", err=True)
+    serve_site(site, static, host, port)

@@ -1,0 +1,179 @@
+"""What the browser may fetch: allow-listed hosts and ports, http(s) only, no private addresses, size/time/type limits.
+
+Every check raises :class:`NavigationRefused` (a :class:`~forage.tools.ToolError`, so the agent reads
+the reason as an error observation). Hosts are resolved once per connection and the connection
+goes to the address that was checked (:class:`PinnedTransport`), so a DNS answer that changes
+between the check and the connect (DNS rebinding) cannot reach a refused address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ...tools import ToolError
+
+__all__ = ["ContainmentPolicy", "NavigationRefused", "check_url", "resolve_checked", "PinnedTransport"]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class NavigationRefused(ToolError):
+    """A fetch was refused by the containment policy or failed; ``kind`` names why (scheme, host, size...)."""
+
+    def __init__(self, message: str, kind: str = "refused") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class ContainmentPolicy:
+    """The rules every fetch (and every redirect hop) obeys.
+
+    ``allowed_hosts`` entries are ``host`` (any port) or ``host:port``; ``None`` allows every
+    host with a public address. A host that resolves to a non-public address (loopback,
+    private, link-local, multicast, reserved...) is refused unless that address is the
+    allow-listed host itself (an IP literal, or ``localhost`` for loopback) or lies in
+    ``allowed_networks``.
+    """
+
+    allowed_hosts: tuple[str, ...] | None = ()
+    allowed_networks: tuple[str, ...] = ()
+    schemes: tuple[str, ...] = ("http", "https")
+    content_types: tuple[str, ...] = ("text/html", "application/xhtml+xml", "text/plain")
+    max_bytes: int = 2_000_000
+    max_redirects: int = 5
+    max_url_chars: int = 2048
+    connect_timeout: float = 5.0
+    read_timeout: float = 10.0
+    total_timeout: float = 20.0
+    _networks: list[Any] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.allowed_hosts is not None:
+            self.allowed_hosts = tuple(h.lower().strip() for h in self.allowed_hosts)
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in self.allowed_networks]
+
+    def with_hosts(self, *hosts: str) -> "ContainmentPolicy":
+        """A copy that also allows ``hosts``."""
+        from dataclasses import replace
+
+        current = () if self.allowed_hosts is None else self.allowed_hosts
+        return replace(self, allowed_hosts=None if self.allowed_hosts is None else current + tuple(hosts))
+
+    def host_allowed(self, host: str, port: int) -> bool:
+        """Is ``host:port`` on the allow-list (always true when the list is ``None``)?"""
+        if self.allowed_hosts is None:
+            return True
+        host = _bare(host)
+        return any(entry in (host, f"{host}:{port}", f"[{host}]:{port}") for entry in self.allowed_hosts)
+
+    def address_allowed(self, host: str, port: int, ip: IPAddress) -> bool:
+        """May a connection for ``host:port`` go to ``ip``?"""
+        if getattr(ip, "ipv4_mapped", None) is not None:
+            ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+        public = ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified)
+        if public:
+            return True
+        if any(ip in net for net in self._networks):
+            return True
+        if self.allowed_hosts is None or not self.host_allowed(host, port):
+            return False
+        literal = _ip_or_none(_bare(host))
+        if literal is not None:
+            return literal == ip
+        return _bare(host) == "localhost" and ip.is_loopback
+
+
+def _bare(host: str) -> str:
+    return host.lower().strip().strip("[]").rstrip(".")
+
+
+def _ip_or_none(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def check_url(url: str | httpx.URL, policy: ContainmentPolicy) -> httpx.URL:
+    """Parse ``url`` and check scheme, credentials, host and port against ``policy`` (no DNS yet)."""
+    text = str(url)
+    if len(text) > policy.max_url_chars:
+        raise NavigationRefused(f"the URL is {len(text)} characters long; the limit is {policy.max_url_chars}", "url")
+    try:
+        u = httpx.URL(text)
+    except Exception as e:
+        raise NavigationRefused(f"not a valid URL ({e})", "url") from None
+    scheme = u.scheme.lower()
+    if not scheme:
+        raise NavigationRefused(f"{text!r} is not an absolute URL (it needs http:// or https://)", "url")
+    if scheme not in policy.schemes:
+        raise NavigationRefused(f"the {scheme}: scheme is not allowed; only {', '.join(policy.schemes)} URLs can be opened",
+                                "scheme")
+    if u.userinfo:
+        raise NavigationRefused("URLs with credentials (user:password@host) are not allowed", "credentials")
+    if not u.host:
+        raise NavigationRefused(f"{text!r} has no host", "url")
+    port = u.port or _DEFAULT_PORTS.get(scheme, 0)
+    if not policy.host_allowed(u.host, port):
+        allowed = ", ".join(policy.allowed_hosts or ()) or "none"
+        raise NavigationRefused(f"the host {u.host}:{port} is not on the allow-list (allowed: {allowed})", "host")
+    return u
+
+
+async def resolve_checked(host: str, port: int, policy: ContainmentPolicy) -> list[IPAddress]:
+    """Resolve ``host`` and return the addresses ``policy`` allows for it; refuse when there are none."""
+    literal = _ip_or_none(_bare(host))
+    if literal is not None:
+        ips = [literal]
+    else:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await asyncio.wait_for(loop.getaddrinfo(_bare(host), port, type=socket.SOCK_STREAM),
+                                           policy.connect_timeout)
+        except (socket.gaierror, UnicodeError, asyncio.TimeoutError, OSError) as e:
+            raise NavigationRefused(f"the host {host} could not be resolved ({e or type(e).__name__})", "dns") from None
+        ips = []
+        for info in infos:
+            ip = ipaddress.ip_address(info[4][0].split("%")[0])
+            if ip not in ips:
+                ips.append(ip)
+    allowed = [ip for ip in ips if policy.address_allowed(host, port, ip)]
+    if not allowed:
+        shown = ", ".join(str(ip) for ip in ips[:4])
+        raise NavigationRefused(f"{host} resolves to {shown}, a private, loopback, link-local or reserved address "
+                                "that is not allowed", "address")
+    return allowed
+
+
+class PinnedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that resolves and checks each request's host, then connects to the checked address."""
+
+    def __init__(self, policy: ContainmentPolicy, inner: httpx.AsyncBaseTransport | None = None) -> None:
+        self.policy = policy
+        self.inner = inner or httpx.AsyncHTTPTransport(retries=0)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Check the host, pin the address, forward (the Host header and TLS SNI keep the name)."""
+        url = request.url
+        port = url.port or _DEFAULT_PORTS.get(url.scheme, 0)
+        if not self.policy.host_allowed(url.host, port):
+            raise NavigationRefused(f"the host {url.host}:{port} is not on the allow-list", "host")
+        ip = (await resolve_checked(url.host, port, self.policy))[0]
+        extensions = dict(request.extensions)
+        if url.scheme == "https" and _ip_or_none(_bare(url.host)) is None:
+            extensions["sni_hostname"] = url.host
+        pinned = httpx.Request(request.method, url.copy_with(host=str(ip)), headers=request.headers,
+                               stream=request.stream, extensions=extensions)
+        return await self.inner.handle_async_request(pinned)
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        await self.inner.aclose()
