@@ -48,6 +48,16 @@ BUILTIN_ENVS: dict[str, tuple[str, str, dict[str, Any]]] = {
         "CHAMP's 270 competition math problems with a Python sandbox; answers checked via sympy normalisation.",
         {},
     ),
+    "forage/WikiNav-v0": (
+        "forage.envs.web:WikiNavEnv",
+        "Reach a target article of the local wiki site by clicking links; difficulty = shortest click-path length.",
+        {},
+    ),
+    "forage/WebQA-v0": (
+        "forage.envs.web:WebQAEnv",
+        "SearchQA's questions answered by browsing the local wiki site (search page, articles, links) with a text browser.",
+        {},
+    ),
 }
 
 

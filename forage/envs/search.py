@@ -10,7 +10,7 @@ from ..tools import Tool, ToolError
 from .base import Episode, Task, ToolEnv, answer_tool
 from .rewards import best_match, normalize_answer
 
-__all__ = ["SearchQAEnv", "FanOutQAEnv", "make_search_tool", "resolve_backend", "fanoutqa_tasks"]
+__all__ = ["SearchQAEnv", "FanOutQAEnv", "make_search_tool", "resolve_backend", "fanoutqa_tasks", "searchqa_tasks"]
 
 SEARCH_SYSTEM_PROMPT = (
     "You answer questions by searching an encyclopedia. Call the search tool with short queries, "
@@ -76,6 +76,19 @@ def make_search_tool(backend: Any, max_k: int = 10, default_k: int = 3, max_doc_
     }
     return Tool("search", "Search the encyclopedia and return the top-k documents.", params, run, episode_arg="episode",
                 timeout=timeout)
+
+
+def searchqa_tasks(qa_file: str | None = None, corpus: str | None = None, hops: Sequence[int] = (1, 2),
+                   num_tasks: int | None = 1000, task_seed: int = 0, multi_hop_fraction: float = 0.5) -> list[Task]:
+    """SearchQA's tasks: a user QA JSONL, else a seeded sample of the questions generated from ``corpus``."""
+    from .search_tasks import cached_corpus_tasks, load_qa_jsonl, sample_tasks
+
+    if qa_file:
+        return load_qa_jsonl(qa_file)
+    from ..sandboxes.retrieval import load_corpus
+
+    docs = load_corpus(corpus if corpus not in (None, "default") else None)
+    return sample_tasks(cached_corpus_tasks(docs, hops), num_tasks, task_seed, multi_hop_fraction)
 
 
 class _SearchEnvBase(ToolEnv):
@@ -151,15 +164,8 @@ class SearchQAEnv(_SearchEnvBase):
         super().__init__(corpus=corpus, **kwargs)
 
     def load_tasks(self) -> Iterable[Task]:
-        from .search_tasks import cached_corpus_tasks, load_qa_jsonl, sample_tasks
-
-        if self.qa_file:
-            return load_qa_jsonl(self.qa_file)
-        from ..sandboxes.retrieval import load_corpus
-
-        docs = load_corpus(self.corpus if self.corpus not in (None, "default") else None)
-        tasks = cached_corpus_tasks(docs, self.hops)
-        return sample_tasks(tasks, self.num_tasks, self.task_seed, self.multi_hop_fraction)
+        return searchqa_tasks(self.qa_file, self.corpus, self.hops, self.num_tasks, self.task_seed,
+                              self.multi_hop_fraction)
 
     def score(self, episode: Episode) -> dict[str, float]:
         scores = best_match(episode.answer, episode.task.answer)

@@ -25,6 +25,7 @@ class BrowserConfig:
     search_url: str | None = None        # a template with {query}, e.g. "http://127.0.0.1:8020/search?q={query}"
     view_chars: int = 1500               # characters of page text per view (scroll moves one view)
     max_history: int = 64
+    allowed_prefixes: tuple[str, ...] | None = None   # if set, only URLs starting with one of these can be shown
     user_agent: str = "forage-browser/0.1 (+text)"
 
 
@@ -138,7 +139,10 @@ class Browser:
 
     async def navigate(self, url: str) -> Page:
         """Fetch and show ``url``; the previous page goes on the history. Failures leave the browser as it was."""
-        result = await self.fetch(self.resolve(url))
+        target = self.resolve(url)
+        self._check_prefix(target)
+        result = await self.fetch(target)
+        self._check_prefix(result.url)
         if result.content_type == "text/plain":
             page = text_page(result.body.decode(result.encoding or "utf-8", "replace"), result.url)
         else:
@@ -153,6 +157,12 @@ class Browser:
         self.page, self.view = page, 0
         self.visited.append(page.url)
         return page
+
+    def _check_prefix(self, url: str) -> None:
+        prefixes = self.config.allowed_prefixes
+        if prefixes is not None and not any(url.startswith(p) for p in prefixes):
+            raise NavigationRefused(f"{url[:200]} is outside the pages this task allows "
+                                    f"(URLs starting with {', '.join(prefixes)})", "prefix")
 
     def render(self, note: str = "") -> str:
         """The current view: title, URL, position, the text of this view and a hint."""

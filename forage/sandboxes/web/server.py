@@ -10,7 +10,7 @@ from typing import Any
 
 from .site import Site
 
-__all__ = ["create_site_app", "SiteServer", "shared_site", "serve_site", "load_site"]
+__all__ = ["create_site_app", "SiteServer", "shared_site", "cached_site", "serve_site", "load_site"]
 
 
 def create_site_app(site: Site | None = None, static_dir: str | Path | None = None) -> Any:
@@ -116,16 +116,27 @@ def load_site(corpus: str | None = None, name: str = "Forage Wiki") -> Site:
 
 
 _SHARED: dict[str, SiteServer] = {}
+_SITES: dict[str, Site] = {}
 _SHARED_LOCK = threading.Lock()
+
+
+def cached_site(corpus: str | None = None) -> Site:
+    """A process-wide :class:`Site` of ``corpus`` (loaded once; envs and the shared server use it)."""
+    key = str(corpus or "default")
+    with _SHARED_LOCK:
+        if key not in _SITES:
+            _SITES[key] = load_site(corpus)
+        return _SITES[key]
 
 
 def shared_site(corpus: str | None = None) -> SiteServer:
     """A process-wide site server for ``corpus``, started on first use (envs share it; it lives until exit)."""
     key = str(corpus or "default")
+    site = cached_site(corpus)
     with _SHARED_LOCK:
         server = _SHARED.get(key)
         if server is None or not server._thread.is_alive():
-            server = SiteServer(load_site(corpus)).start()
+            server = SiteServer(site).start()
             _SHARED[key] = server
         return server
 
