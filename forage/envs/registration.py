@@ -58,6 +58,14 @@ BUILTIN_ENVS: dict[str, tuple[str, str, dict[str, Any]]] = {
         "SearchQA's questions answered by browsing the local wiki site (search page, articles, links) with a text browser.",
         {},
     ),
+    "forage/MiniWoB-v0": (
+        "forage.envs.miniwob:MiniWoBEnv",
+        "16 MiniWoB++ click/type tasks in headless chromium as text DOMs with click(id)/type(id, text) tools.",
+        {},
+    ),
+    **{f"forage/MiniWoB-{name}-v0": ("forage.envs.miniwob:MiniWoBEnv", f"MiniWoB++ {name} only (see MiniWoB-v0).",
+                                     {"miniwob_tasks": [name]})
+       for name in ("click-button", "enter-text", "login-user")},
 }
 
 
