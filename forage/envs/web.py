@@ -103,31 +103,40 @@ def wikinav_tasks(site: Any, num_tasks: int = 500, seed: int = 0, difficulties: 
     rng = np.random.default_rng(seed)
     sources = [int(i) for i in rng.permutation(len(links)) if links[i]]
     tasks: list[Task] = []
-    for lo in range(0, len(sources), batch):
-        chunk = sources[lo: lo + batch]
-        dist, pred = link_graph_distances(links, chunk)
-        for row, s in enumerate(chunk):
-            for k in range(len(wanted)):
-                d = wanted[(len(tasks) + k) % len(wanted)]
-                cands = np.flatnonzero(dist[row] == d)
-                if len(cands):
-                    t = int(rng.choice(cands))
-                    break
-            else:
-                continue
-            path = _path(pred[row], s, t)
-            a, b = site.docs[s], site.docs[t]
-            prompt = (f"Start on the article \"{a.title}\" and reach the article \"{b.title}\" by following links. "
-                      "Use click(link_id) to follow a link ([id: text] on the page), scroll/find to read more of "
-                      "a page, back() to return. Only article links (/wiki/...) can be followed. The episode ends "
-                      "when you arrive; fewer clicks score higher.")
-            tid = "nav-" + hashlib.sha1(f"{a.id}|{b.id}".encode("utf-8", "surrogatepass")).hexdigest()[:10]
-            tasks.append(Task(tid, prompt, b.title, {
-                "start": a.title, "target": b.title, "start_path": site.path_of(s), "target_path": site.path_of(t),
-                "difficulty": d, "shortest_path": [site.docs[i].title for i in path]}))
-            if len(tasks) >= num_tasks:
-                return tasks
+    used: set[tuple[int, int]] = set()
+    added = True
+    while added:  # later passes only happen for small graphs (a pair is never repeated)
+        added = False
+        for lo in range(0, len(sources), batch):
+            chunk = sources[lo: lo + batch]
+            dist, pred = link_graph_distances(links, chunk)
+            for row, s in enumerate(chunk):
+                for k in range(len(wanted)):
+                    d = wanted[(len(tasks) + k) % len(wanted)]
+                    cands = [int(t) for t in np.flatnonzero(dist[row] == d) if (s, int(t)) not in used]
+                    if cands:
+                        t = cands[int(rng.integers(len(cands)))]
+                        break
+                else:
+                    continue
+                used.add((s, t))
+                added = True
+                tasks.append(_nav_task(site, _path(pred[row], s, t)))
+                if len(tasks) >= num_tasks:
+                    return tasks
     return tasks
+
+
+def _nav_task(site: Any, path: list[int]) -> Task:
+    a, b = site.docs[path[0]], site.docs[path[-1]]
+    prompt = (f"Start on the article \"{a.title}\" and reach the article \"{b.title}\" by following links. "
+              "Use click(link_id) to follow a link ([id: text] on the page), scroll/find to read more of "
+              "a page, back() to return. Only article links (/wiki/...) can be followed. The episode ends "
+              "when you arrive; fewer clicks score higher.")
+    tid = "nav-" + hashlib.sha1(f"{a.id}|{b.id}".encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return Task(tid, prompt, b.title, {
+        "start": a.title, "target": b.title, "start_path": site.path_of(path[0]), "target_path": site.path_of(path[-1]),
+        "difficulty": len(path) - 1, "shortest_path": [site.docs[i].title for i in path]})
 
 
 class WikiNavEnv(_BrowsingEnv):
