@@ -1,0 +1,146 @@
+"""Web benchmark: the browser tool on the local wiki site at 1 and 16 concurrent episodes vs a plain httpx GET.
+
+The site (`forage serve site`, the default 10,033-article corpus) runs in its own process so the
+client side is measured alone. Each episode has its own :class:`Browser` (cookies, history,
+containment checks, DNS pinning, streaming with a size cap, HTML parsing with lxml via
+BeautifulSoup, rendering of the text view with numbered links) and calls the ``open`` tool on its
+share of the pages; the baseline is one ``httpx.AsyncClient`` per episode doing a GET of the same
+pages and reading the body. Prints pages/s and p50/p99 latency of each, and their ratio.
+
+    python benchmarks/web.py [--pages 400] [--concurrency 1 16] [--json benchmarks/results/web.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import numpy as np
+
+
+def pct(xs: list[float], q: float) -> float:
+    """The q-th percentile (0-100) of xs, in ms."""
+    return float(np.percentile(np.asarray(xs) * 1000, q))
+
+
+def start_site(port: int) -> subprocess.Popen:
+    """`forage serve site` in a child process; returns once /health answers."""
+    code = "from forage.cli import main; main()"
+    proc = subprocess.Popen([sys.executable, "-c", code, "serve", "site", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the site did not start")
+
+
+def shares(urls: list[str], n: int) -> list[list[str]]:
+    """``urls`` dealt round-robin to ``n`` episodes."""
+    return [urls[i::n] for i in range(n)]
+
+
+async def run_browser_tool(base: str, urls: list[str], concurrency: int) -> tuple[float, list[float], int]:
+    """Each episode: its own Browser, the ``open`` tool on its pages; (pages/s, latencies, errors)."""
+    from forage.sandboxes.web import Browser, BrowserConfig, ContainmentPolicy, make_browser_tools
+
+    open_tool = make_browser_tools(["open"])[0]
+    host_port = base.split("//", 1)[1]
+    lat: list[float] = []
+    errors = 0
+
+    async def episode(pages: list[str]) -> None:
+        nonlocal errors
+        ep = SimpleNamespace(state={"browser": Browser(BrowserConfig(ContainmentPolicy(allowed_hosts=(host_port,))))})
+        for url in pages:
+            t = time.perf_counter()
+            res = await open_tool.acall({"url": url}, ep)
+            lat.append(time.perf_counter() - t)
+            errors += res.error is not None
+        await ep.state["browser"].aclose()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(episode(p) for p in shares(urls, concurrency)))
+    return len(urls) / (time.perf_counter() - t0), lat, errors
+
+
+async def run_httpx(urls: list[str], concurrency: int) -> tuple[float, list[float], int]:
+    """Each episode: its own httpx.AsyncClient doing GET + reading the body; (pages/s, latencies, errors)."""
+    lat: list[float] = []
+    errors = 0
+
+    async def episode(pages: list[str]) -> None:
+        nonlocal errors
+        async with httpx.AsyncClient(timeout=30) as c:
+            for url in pages:
+                t = time.perf_counter()
+                r = await c.get(url)
+                _ = r.text
+                lat.append(time.perf_counter() - t)
+                errors += r.status_code != 200
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(episode(p) for p in shares(urls, concurrency)))
+    return len(urls) / (time.perf_counter() - t0), lat, errors
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pages", type=int, default=400)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args = ap.parse_args()
+
+    from forage.sandboxes.web import cached_site
+
+    site = cached_site()
+    rng = np.random.default_rng(0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    picks = rng.choice(len(site.docs), args.pages, replace=False)
+    urls = [base + site.path_of(int(i)) for i in picks]
+    mean_kb = np.mean([len(site.article_html(int(i)).encode()) for i in picks]) / 1024
+    proc = start_site(port)
+    print(f"site: {len(site.docs)} articles served by a separate process on {base}; {len(urls)} pages, "
+          f"mean {mean_kb:.1f} KiB of HTML; {os.cpu_count()} CPU cores")
+    rows = []
+    try:
+        asyncio.run(run_httpx(urls[:20], 2))  # warm-up (the server's first pages)
+        asyncio.run(run_browser_tool(base, urls[:20], 2))
+        for conc in args.concurrency:
+            b_ps, b_lat, b_err = asyncio.run(run_browser_tool(base, urls, conc))
+            h_ps, h_lat, h_err = asyncio.run(run_httpx(urls, conc))
+            row = {"concurrency": conc, "browser_pages_s": round(b_ps, 1), "browser_p50_ms": round(pct(b_lat, 50), 2),
+                   "browser_p99_ms": round(pct(b_lat, 99), 2), "httpx_pages_s": round(h_ps, 1),
+                   "httpx_p50_ms": round(pct(h_lat, 50), 2), "httpx_p99_ms": round(pct(h_lat, 99), 2),
+                   "ratio_pages_s": round(b_ps / h_ps, 3), "errors": b_err + h_err}
+            rows.append(row)
+            print(f"{conc:3d} concurrent episodes: browser tool {b_ps:7.1f} pages/s  p50 {row['browser_p50_ms']:6.1f} ms"
+                  f"  p99 {row['browser_p99_ms']:6.1f} ms | plain httpx GET {h_ps:7.1f} pages/s  p50 "
+                  f"{row['httpx_p50_ms']:6.1f} ms  p99 {row['httpx_p99_ms']:6.1f} ms | ratio x{b_ps / h_ps:.2f} pages/s"
+                  f"  ({b_err + h_err} errors)")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"pages": len(urls), "mean_html_kib": round(mean_kb, 1),
+                                               "cpu_cores": os.cpu_count(), "runs": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
