@@ -69,6 +69,13 @@ class MiniWoBEnv(ToolEnv):
         self._session: Any = None
         super().__init__(max_turns=max_turns, **kwargs)
 
+    @staticmethod
+    def unavailable() -> str | None:
+        """Why this env cannot run on this machine (no chromium, chromedriver or miniwob), or None."""
+        from ..sandboxes.web.miniwob import miniwob_unavailable
+
+        return miniwob_unavailable()
+
     def load_tasks(self) -> Iterable[Task]:
         return [Task(name, f"MiniWoB++ task {name}", None, {"miniwob_task": name}) for name in self.miniwob_tasks]
 

@@ -22,8 +22,8 @@ _INTERACTIVE = ("input", "button", "a", "select", "option", "textarea", "label")
 def chromium_paths() -> tuple[str, str] | None:
     """(chromium binary, chromedriver) from ``MINIWOB_CHROME_BINARY``/``MINIWOB_CHROMEDRIVER`` or Debian's packages."""
     binary, driver = os.environ.get("MINIWOB_CHROME_BINARY"), os.environ.get("MINIWOB_CHROMEDRIVER")
-    if binary and driver:
-        return binary, driver
+    if binary or driver:  # set explicitly: use them, or nothing
+        return (binary, driver) if binary and driver and os.path.exists(binary) and os.path.exists(driver) else None
     for candidate in ("/usr/lib/chromium/chromium", shutil.which("chromium"), shutil.which("chromium-browser"),
                       shutil.which("google-chrome")):
         if candidate and os.path.exists(candidate):
@@ -41,6 +41,8 @@ def miniwob_unavailable() -> str | None:
     except ImportError as e:
         return f"the miniwob/selenium packages are missing ({e}); pip install 'forage-gym[web]'"
     if chromium_paths() is None:
+        if os.environ.get("MINIWOB_CHROME_BINARY") or os.environ.get("MINIWOB_CHROMEDRIVER"):
+            return "MINIWOB_CHROME_BINARY and MINIWOB_CHROMEDRIVER must both name existing files"
         return "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
     return None
 
