@@ -35,11 +35,12 @@ def test_parse_page_renders_text_and_numbered_links():
     html = ("<html><head><title> T </title><script>var x='hidden';</script><style>p{}</style></head><body>"
             "<h2>Head</h2><p>Go to <a href='/a'>Alpha</a> or <a href='https://e.org/b#frag'>Beta</a>"
             " or <a href='javascript:void(0)'>Nope</a>.</p><ul><li>one</li><li>two</li></ul>"
-            "<img alt='a cat'><!-- comment --></body></html>")
+            "<img alt='a cat'><!-- comment --><div style='display: none'>secret</div><p hidden>also secret</p>"
+            "</body></html>")
     page = parse_page(html.encode(), "http://h:1/dir/page").paginate(1000)
     assert page.title == "T"
     text = "\n".join(page.lines)
-    assert "hidden" not in text and "comment" not in text and "p{}" not in text
+    assert "hidden" not in text and "comment" not in text and "p{}" not in text and "secret" not in text
     assert "## Head" in text and "- one" in text and "[image: a cat]" in text
     assert [(link.id, link.text, link.url) for link in page.links] == [(1, "Alpha", "http://h:1/a"),
                                                                        (2, "Beta", "https://e.org/b")]

@@ -11,7 +11,7 @@ import pytest
 from _web_helpers import DISTANCES_FROM_VOLCANO, web_corpus, web_site  # noqa: F401
 
 import forage  # noqa: F401
-from forage.envs.web import WebQAEnv, WikiNavEnv, link_graph_distances, wikinav_tasks
+from forage.envs.web import WikiNavEnv, link_graph_distances, wikinav_tasks
 
 
 def _bfs(links, source):

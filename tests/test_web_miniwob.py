@@ -43,7 +43,8 @@ def test_login_user_scripted_episode(login_env):
     user, pw = re.search(r'username "([^"]+)" and the password "([^"]+)"', obs).groups()
     ref = {k: int(re.search(rf"\[(\d+)\] input_\w+ #{k}", obs).group(1)) for k in ("username", "password")}
     login = int(re.search(r'\[(\d+)\] button[^\n]*"Login"', obs).group(1))
-    obs, reward, terminated, truncated, info = login_env.step(base.format_call("type", element_id=ref["username"], text=user))
+    call = base.format_call
+    obs, reward, terminated, truncated, info = login_env.step(call("type", element_id=ref["username"], text=user))
     assert f'value="{user}"' in obs and not terminated
     login_env.step(base.format_call("type", element_id=ref["password"], text=pw))
     obs, reward, terminated, truncated, info = login_env.step(base.format_call("click", element_id=login))

@@ -210,7 +210,8 @@ class WikiNavEnv(_BrowsingEnv):
     async def setup_episode(self, episode: Episode) -> None:
         await super().setup_episode(episode)
         episode.state["moves"] = 0
-        episode.state["start_view"] = await episode.state["browser"].open(self.site_url + episode.task.metadata["start_path"])
+        start = self.site_url + episode.task.metadata["start_path"]
+        episode.state["start_view"] = await episode.state["browser"].open(start)
 
     def format_prompt(self, task: Task) -> str:
         view = self.episode.state.get("start_view", "") if self.episode is not None else ""
@@ -222,7 +223,8 @@ class WikiNavEnv(_BrowsingEnv):
         if path == unquote(episode.task.metadata["target_path"]):
             episode.state["arrived"] = True
 
-    async def areset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    async def areset(self, *, seed: int | None = None,
+                     options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         obs, info = await super().areset(seed=seed, options=options)
         meta = self.episode.task.metadata
         info.update(difficulty=meta["difficulty"], start=meta["start"], target=meta["target"],

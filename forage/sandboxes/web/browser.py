@@ -184,7 +184,8 @@ class Browser:
             raise NavigationRefused("no page is open, so there is nothing to click", "state")
         link = self.page.link(int(link_id))
         if link is None:
-            raise NavigationRefused(f"this page has no link {link_id}; its links are numbered 1 to {len(self.page.links)}",
+            raise NavigationRefused(f"this page has no link {link_id}; its links are numbered 1 to "
+                                    f"{len(self.page.links)}",
                                     "link")
         await self.navigate(link.url)
         return self.render()

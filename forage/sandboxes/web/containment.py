@@ -115,7 +115,8 @@ def check_url(url: str | httpx.URL, policy: ContainmentPolicy) -> httpx.URL:
     if not scheme:
         raise NavigationRefused(f"{text!r} is not an absolute URL (it needs http:// or https://)", "url")
     if scheme not in policy.schemes:
-        raise NavigationRefused(f"the {scheme}: scheme is not allowed; only {', '.join(policy.schemes)} URLs can be opened",
+        raise NavigationRefused(f"the {scheme}: scheme is not allowed; only {', '.join(policy.schemes)} URLs "
+                                "can be opened",
                                 "scheme")
     if u.userinfo:
         raise NavigationRefused("URLs with credentials (user:password@host) are not allowed", "credentials")

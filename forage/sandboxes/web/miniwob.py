@@ -29,7 +29,9 @@ def chromium_paths() -> tuple[str, str] | None:
         if candidate and os.path.exists(candidate):
             binary = candidate
             break
-    driver = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if os.path.exists("/usr/bin/chromedriver") else None)
+    driver = shutil.which("chromedriver")
+    if driver is None and os.path.exists("/usr/bin/chromedriver"):
+        driver = "/usr/bin/chromedriver"
     return (binary, driver) if binary and driver else None
 
 
@@ -204,7 +206,8 @@ class MiniWoBSession:
         """Focus element ``ref`` (by clicking it) and type ``text``."""
         self._check(ref)
         clean = str(text).encode("utf-8", "replace").decode("utf-8")[: self.config.max_type_chars]
-        clean = "".join(c for c in clean if (c.isprintable() or c == " ") and ord(c) < 0x10000)  # chromedriver: BMP only
+        # chromedriver types only printable characters of the Basic Multilingual Plane
+        clean = "".join(c for c in clean if (c.isprintable() or c == " ") and ord(c) < 0x10000)
         return self._act(self.env.create_action("FOCUS_ELEMENT_AND_TYPE_TEXT", ref=int(ref), text=clean))
 
     def close(self) -> None:

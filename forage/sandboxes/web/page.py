@@ -11,7 +11,8 @@ from bs4.element import Comment, Doctype, ProcessingInstruction
 
 __all__ = ["Link", "Page", "parse_page", "text_page"]
 
-_SKIP = {"script", "style", "noscript", "template", "head", "svg", "iframe", "object", "embed", "canvas", "meta", "link"}
+_SKIP = {"script", "style", "noscript", "template", "head", "svg", "iframe", "object", "embed", "canvas", "meta",
+         "link"}
 _BLOCK = {"p", "div", "section", "article", "main", "header", "footer", "nav", "aside", "ul", "ol", "li", "table",
           "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote", "form", "br", "hr", "dl", "dt", "dd",
           "figure", "figcaption", "body", "html", "title"}
@@ -87,7 +88,10 @@ class _Renderer:
             if not isinstance(child, Tag):
                 continue
             name = (child.name or "").lower()
-            if name in _SKIP or child.get("hidden") is not None:
+            if name in _SKIP or child.get("hidden") is not None or child.get("aria-hidden") == "true":
+                continue
+            style = str(child.get("style") or "").replace(" ", "").lower()
+            if "display:none" in style or "visibility:hidden" in style:
                 continue
             if name in _BLOCK:
                 self.flush()

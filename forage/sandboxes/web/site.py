@@ -167,7 +167,8 @@ class Site:
                '<form action="/search" method="get" style="display:inline">'
                '<input type="text" name="q" aria-label="Search"><button type="submit">Search</button></form></nav>')
         return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)} - '
-                f'{html.escape(self.name)}</title><style>{_CSS}</style></head><body>{nav}<main>{body}</main></body></html>')
+                f'{html.escape(self.name)}</title><style>{_CSS}</style></head>'
+                f'<body>{nav}<main>{body}</main></body></html>')
 
     def article_html(self, index: int) -> str:
         """The page of article ``index``: its text with links to the articles it mentions."""
