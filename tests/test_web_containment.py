@@ -131,3 +131,41 @@ def test_env_turns_every_refusal_into_an_observation(web_site, web_corpus, hosti
         obs, *_ , info = env.step(env.format_call("open", url=web_site.url + "/wiki/Basalt"))
         assert info["tool_results"][0]["error"] is None and "igneous" in obs, (url, obs)
     env.close()
+
+
+@pytest.mark.skipif(__import__("shutil").which("openssl") is None, reason="openssl is not installed")
+async def test_https_is_pinned_and_keeps_the_name_for_tls(tmp_path, web_corpus):
+    """An https site named localhost: the connection goes to the checked 127.0.0.1, SNI and cert check use the name."""
+    import ssl
+    import subprocess
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from forage.sandboxes.web import PinnedTransport, create_site_app, load_site
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_site_app(load_site(str(web_corpus))), host="127.0.0.1", port=port,
+                                           ssl_keyfile=str(key), ssl_certfile=str(cert), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        policy = ContainmentPolicy(allowed_hosts=(f"localhost:{port}",))
+        inner = httpx.AsyncHTTPTransport(verify=ssl.create_default_context(cafile=str(cert)))
+        b = Browser(BrowserConfig(policy), transport=PinnedTransport(policy, inner))
+        assert "Page: Basalt" in await b.open(f"https://localhost:{port}/wiki/Basalt")
+        assert (await _refused(b, f"https://127.0.0.1:{port}/")).kind == "host"  # not the allow-listed name
+        await b.aclose()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

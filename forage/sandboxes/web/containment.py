@@ -167,13 +167,19 @@ class PinnedTransport(httpx.AsyncBaseTransport):
         port = url.port or _DEFAULT_PORTS.get(url.scheme, 0)
         if not self.policy.host_allowed(url.host, port):
             raise NavigationRefused(f"the host {url.host}:{port} is not on the allow-list", "host")
-        ip = (await resolve_checked(url.host, port, self.policy))[0]
+        ips = await resolve_checked(url.host, port, self.policy)
         extensions = dict(request.extensions)
         if url.scheme == "https" and _ip_or_none(_bare(url.host)) is None:
             extensions["sni_hostname"] = url.host
-        pinned = httpx.Request(request.method, url.copy_with(host=str(ip)), headers=request.headers,
-                               stream=request.stream, extensions=extensions)
-        return await self.inner.handle_async_request(pinned)
+        for n, ip in enumerate(ips):  # e.g. ::1 then 127.0.0.1: try the checked addresses in turn
+            pinned = httpx.Request(request.method, url.copy_with(host=str(ip)), headers=request.headers,
+                                   stream=request.stream, extensions=extensions)
+            try:
+                return await self.inner.handle_async_request(pinned)
+            except httpx.ConnectError:
+                if n == len(ips) - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
