@@ -144,6 +144,7 @@ replay: {{enabled: true, min_size: 1, weight: {{kind: constant, value: 1.0}}}}
 curriculum: {{tool_call_reward: true}}
 bonus: {{episodic_novelty: 0.1, global_novelty: 0.1, novelty_product: 0.1, otc: 0.1}}
 budget: {{knapsack: true}}
+warmup: {{episodes: 4, epochs: 2, lr: 1.0e-3}}
 """)
     from forage.cli import app
 
@@ -159,8 +160,38 @@ budget: {{knapsack: true}}
     assert latest_checkpoint(run) is not None
     cfgj = json.loads((run / "config.json").read_text())
     assert cfgj["rollout"]["env"] == "forage/LookupQA-1hop-v0"
+    # the cold start fitted the oracle demonstrations (same batch twice: the second NLL is lower)
+    warm = json.loads((run / "warmup.json").read_text())
+    assert warm["warmup/demos"] == 4 and warm["warmup/batches"] == 2
+    assert warm["warmup/nll_last"] < warm["warmup/nll_first"]
+    assert "warm start: SFT on 4 oracle demonstrations" in res.output
     # --resume continues from the final checkpoint to a higher step count
     res = CliRunner().invoke(app, ["train", "--config", str(cfg), "--resume", "--steps", "3", "--no-plot"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "resumed at step 2" in res.output
+    assert "warm start" not in res.output  # a resumed run does not redo the cold start
     assert [r["step"] for r in read_metrics(run)] == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_demonstrations_are_exact_oracle_episodes(tmp_path):
+    """Warm-start data: successful oracle episodes outside the training pool, loss only on assistant turns."""
+    from forage.agents.models import default_model_dir, is_prepared, resolve_model
+
+    if not is_prepared():
+        pytest.skip(f"SmolLM2 is not prepared at {default_model_dir()} (run `forage model prepare`)")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("default"))
+    cfg = tiny_config(tmp_path, **{"model.tiny_vocab": len(tok), "rollout.env": "forage/LookupQA-1hop-v0",
+                                   "rollout.task_pool": 5, "rollout.max_turns": 4, "warmup.episodes": 3})
+    tr = Trainer(cfg, tokenizer=tok, progress=False)
+    demos = tr.demonstrations()
+    assert len(demos) == 3 and not tr.warmed_up
+    assert not {d.task_id for d in demos} & set(tr.task_pool())
+    for d in demos:
+        assert d.reward_components["correct"] == 1.0 and d.num_tool_calls >= 2
+        taught = tok.decode([t for t, m in zip(d.token_ids, d.loss_mask) if m])
+        assert "<tool_call>" in taught and "tool_response" not in taught and "<|im_start|>user" not in taught
+    m = tr.warm_start()
+    assert tr.warmed_up and m["warmup/demos"] == 3

@@ -11,7 +11,7 @@ Same answers as the single-process :class:`~forage.agents.RolloutEngine`, spread
 
 ``policy_factory()`` and ``tokenizer_factory()`` run inside each actor (so each actor builds its own
 model or vLLM engine, or a client of a shared vLLM server); give ``num_gpus_per_actor`` on GPU
-clusters. Every episode keeps its global index, so ``RolloutConfig.seed + index`` sampling seeds
+clusters. Every episode keeps its global index, and its sampling seeds derive from ``RolloutConfig.seed``, the index and the turn,
 and therefore the trajectories do not depend on how many actors there are.
 """
 

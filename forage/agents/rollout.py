@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, Union
 
 import gymnasium as gym
+import numpy as np
 
 from .chat import ChatTokenizer
 from .policy import DEFAULT_STOP, Policy, SamplingParams
@@ -174,10 +175,13 @@ class RolloutEngine:
             return ex.submit(asyncio.run, self.run(env, tasks, group_size, **kwargs)).result()
 
     # -- one episode -------------------------------------------------------------------------
-    def _params(self, max_tokens: int, index: int) -> SamplingParams:
+    def _params(self, max_tokens: int, index: int, turn: int = 0) -> SamplingParams:
         c = self.config
+        seed = None
+        if c.seed is not None:  # one stream per (episode, turn): a fixed seed per episode would repeat each turn
+            seed = int(np.random.SeedSequence([c.seed, index, turn]).generate_state(1)[0]) & 0x7FFFFFFF
         return SamplingParams(max_tokens=max_tokens, temperature=c.temperature, top_p=c.top_p, top_k=c.top_k,
-                              stop=tuple(c.stop), seed=None if c.seed is None else c.seed + index)
+                              stop=tuple(c.stop), seed=seed)
 
     async def run_episode(self, env: Any, task: TaskSpec = None, index: int = 0) -> Trajectory:
         """One episode in ``env`` (an unwrapped ToolEnv) for ``task``; never raises."""
@@ -214,7 +218,7 @@ class RolloutEngine:
                 if budget <= 0:
                     traj.truncated, traj.stop_reason = True, "context_length"
                     break
-                params = self._params(min(c.max_new_tokens, budget), index)
+                params = self._params(min(c.max_new_tokens, budget), index, traj.num_turns)
                 t0 = time.perf_counter()
                 coro = self.policy.generate([traj.token_ids], params)
                 gens = await (asyncio.wait_for(coro, c.generate_timeout) if c.generate_timeout else coro)

@@ -10,7 +10,7 @@ from typing import Any, get_type_hints
 
 __all__ = [
     "ModelConfig", "LoraConfig", "RolloutConfig", "AlgoConfig", "CovConfig", "ReplayConfig",
-    "ScheduleConfig", "CurriculumConfig", "BonusConfig", "BudgetConfig", "OptimConfig", "TrainConfig",
+    "ScheduleConfig", "CurriculumConfig", "BonusConfig", "BudgetConfig", "OptimConfig", "WarmupConfig", "TrainConfig",
     "load_config", "config_from_dict", "config_to_dict", "ConfigError",
 ]
 
@@ -180,6 +180,22 @@ class OptimConfig:
 
 
 @dataclass
+class WarmupConfig:
+    """Cold start: supervised fine-tuning on the env's oracle demonstrations before RL (as ReTool does).
+
+    A small model that never emits a well-formed tool call gets no reward signal, so RL alone
+    cannot start; a few demonstrations of the format fix that. Needs an env with
+    ``oracle_actions(task)`` (LookupQA has one).
+    """
+
+    episodes: int = 0                     # 0: no warm start
+    offset: int | None = None             # first demonstration task (default: right after the training pool)
+    epochs: int = 1
+    lr: float = 1e-5
+    micro_batch_tokens: int = 4096
+
+
+@dataclass
 class TrainConfig:
     """The whole run."""
 
@@ -202,6 +218,7 @@ class TrainConfig:
     bonus: BonusConfig = field(default_factory=BonusConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
 
     @property
     def run_dir(self) -> Path:

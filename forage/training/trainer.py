@@ -154,6 +154,7 @@ class Trainer:
         self.entropy_scaler = EntropyScaler(cfg.curriculum.entropy_target, cfg.curriculum.entropy_gain)
         self.logger: MetricsLogger | None = None
         self._task_pool: list[str] | None = None
+        self.warmed_up = cfg.warmup.episodes <= 0
 
     # -- schedules -----------------------------------------------------------------------------
     def _lr_lambda(self, step: int) -> float:
@@ -241,6 +242,83 @@ class Trainer:
         if key in t.reward_components:
             return float(t.reward_components[key] > 0)
         return float(t.reward > 0)
+
+    # -- cold start ------------------------------------------------------------------------------
+    def demonstrations(self) -> list[Trajectory]:
+        """``warmup.episodes`` oracle episodes, played through the rollout engine (exact tokens and masks)."""
+        import gymnasium as gym
+
+        import forage  # noqa: F401  (registers the envs)
+
+        from ..agents import RolloutEngine, ScriptedPolicy
+        from ..agents.rollout import RolloutConfig as EngineConfig
+
+        w, r = self.cfg.warmup, self.cfg.rollout
+        env = gym.make(r.env, disable_env_checker=True, **r.env_kwargs)
+        try:
+            if not hasattr(env.unwrapped, "oracle_actions"):
+                raise ValueError(f"warmup needs an env with oracle_actions(task); {r.env} has none")
+            ids = [t.id for t in env.unwrapped.tasks]
+            start = w.offset if w.offset is not None else len(self.task_pool())
+            demo_ids = ids[start:start + w.episodes]
+            if not demo_ids:
+                raise ValueError(f"warmup: no tasks left after offset {start} ({len(ids)} tasks)")
+            policy = ScriptedPolicy.from_oracle(env, self.tokenizer)
+        finally:
+            env.close()
+        engine = RolloutEngine(policy, self.tokenizer, EngineConfig(
+            concurrency=16, max_context=r.max_context, max_new_tokens=512, max_turns=r.max_turns,
+            env_kwargs=dict(r.env_kwargs)))
+        demos = engine.run_sync(r.env, demo_ids, group_size=1)
+        return [d for d in demos if not d.error and self._success(d) > 0]
+
+    def warm_start(self) -> dict[str, float]:
+        """Cold-start SFT on :meth:`demonstrations` (token-mean NLL of the assistant tokens)."""
+        w = self.cfg.warmup
+        demos = self.demonstrations()
+        if not demos:
+            raise RuntimeError("warmup: no successful oracle demonstration (check the env's oracle_actions)")
+        pad = int(self.tokenizer.pad_token_id) if getattr(self.tokenizer, "pad_token_id", None) is not None else 0
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=w.lr, weight_decay=0.0)
+        order_rng = np.random.default_rng(self.cfg.seed + 3)
+        losses: list[float] = []
+        t0 = time.perf_counter()
+        bar: Any = None
+        batches_per_epoch = len(pack_by_tokens([len(d.token_ids) for d in demos], w.micro_batch_tokens))
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=w.epochs * batches_per_epoch, desc="warm start (SFT)", unit="batch", leave=False,
+                       dynamic_ncols=True)
+        try:
+            for _ in range(max(1, w.epochs)):
+                order = [demos[i] for i in order_rng.permutation(len(demos))]
+                for idx in pack_by_tokens([len(d.token_ids) for d in order], w.micro_batch_tokens):
+                    batch = collate([order[i] for i in idx], pad)
+                    mask_full = batch["loss_mask"]
+                    T = mask_full.shape[1]
+                    first = int(mask_full.nonzero()[:, 1].min())
+                    keep = T - first + 1
+                    mask = mask_full[:, T - keep + 1:].to(self.device).float()
+                    logp, _ = self._token_logps(self.model, batch, keep, False)
+                    loss = -(logp * mask).sum() / mask.sum().clamp(min=1.0)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf"))
+                    opt.step()
+                    losses.append(float(loss.detach()))
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(nll=f"{losses[-1]:.3f}")
+        finally:
+            if bar is not None:
+                bar.close()
+        opt.zero_grad(set_to_none=True)
+        del opt
+        self.warmed_up = True
+        return {"warmup/demos": float(len(demos)), "warmup/nll_first": losses[0], "warmup/nll_last": losses[-1],
+                "warmup/batches": float(len(losses)), "time/warmup_s": time.perf_counter() - t0}
 
     # -- reward shaping --------------------------------------------------------------------------
     def shape_rewards(self, trajs: Sequence[Trajectory], step: int) -> list[float]:
@@ -478,6 +556,12 @@ class Trainer:
         (run_dir / "config.json").write_text(json.dumps(config_to_dict(self.cfg), indent=2))
         self.logger = MetricsLogger(run_dir, self.cfg.tensorboard)
         self.logger.truncate_after(self.step)
+        if not self.warmed_up:
+            warm = self.warm_start()
+            (run_dir / "warmup.json").write_text(json.dumps(warm, indent=2))
+            if self.progress:
+                print(f"warm start: SFT on {warm['warmup/demos']:.0f} oracle demonstrations, "
+                      f"NLL {warm['warmup/nll_first']:.3f} -> {warm['warmup/nll_last']:.3f}", flush=True)
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
@@ -493,8 +577,9 @@ class Trainer:
                     self.save()
                 if bar is not None:
                     bar.update(1)
+                    loss = f"{m['loss/pg']:.3f}" if "loss/pg" in m else "skipped (no reward variance)"
                     bar.set_postfix(reward=f"{m['reward/mean']:.2f}", success=f"{m['success/rate']:.2f}",
-                                    loss=f"{m.get('loss/pg', float('nan')):.3f}", replay=m.get("replay/size", 0))
+                                    loss=loss, replay=m.get("replay/size", 0))
             if self.cfg.save_final_checkpoint and (not self.cfg.checkpoint_every or self.step % self.cfg.checkpoint_every):
                 self.save()
         finally:
@@ -508,6 +593,7 @@ class Trainer:
         """Everything a resumed run needs to take the same next step."""
         return {
             "step": self.step,
+            "warmed_up": self.warmed_up,
             "config": config_to_dict(self.cfg),
             "model": {k: v.detach().cpu().clone() for k, v in self.model.named_parameters() if v.requires_grad},
             "optimizer": self.optimizer.state_dict(),
@@ -541,6 +627,7 @@ class Trainer:
         self.replay_rng.bit_generator.state = st["replay_rng"]
         set_rng_state(st["rng"])
         self.step = int(st["step"])
+        self.warmed_up = bool(st.get("warmed_up", True))
 
     def save(self) -> Path:
         """Checkpoint into ``run_dir/checkpoints/step-NNNNNN``, keeping the newest few."""
