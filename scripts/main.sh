@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run the main job on the embedded default.
+# Set up (idempotent) and run the main job on the embedded default: a short real training run of
+# SmolLM2-135M on LookupQA (cold start + GRPO + SPEAR) on CPU, ending with the path of its plot.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup.sh"
 cd "$ROOT"
-exec "$ROOT/.venv/bin/forage" demo "$@"
+exec "$ROOT/.venv/bin/forage" train --config "$ROOT/examples/configs/smollm2_lookup_cpu.yaml" "$@"

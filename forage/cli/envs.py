@@ -87,7 +87,7 @@ def demo(
     episodes: int = typer.Option(50, help="episodes"),
     seed: int = typer.Option(0, help="first seed"),
 ) -> None:
-    """Run the scripted oracle agent in an env and report success (the main job until training lands)."""
+    """Run the scripted oracle agent in an env and report success (a quick end-to-end check of an env)."""
     import gymnasium as gym
     from tqdm import tqdm
 
