@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["EncoderConfig", "Encoder", "default_encoder_path"]
+__all__ = ["EncoderConfig", "Encoder", "default_encoder_path", "encoder_fingerprint"]
 
 
 def default_encoder_path() -> Path:
@@ -57,16 +57,7 @@ class Encoder:
 
     def fingerprint(self) -> str:
         """A short hash naming this encoder (its weights' config and the truncation length)."""
-        h = hashlib.sha256(str(self.path.resolve()).encode())
-        for name in ("config.json", "modules.json"):
-            f = self.path / name
-            if f.exists():
-                h.update(f.read_bytes())
-        weights = self.path / "model.safetensors"
-        if weights.exists():
-            h.update(str(weights.stat().st_size).encode())
-        h.update(f"{self.config.max_seq_length}|{self.config.passage_prefix}|{self.config.query_prefix}".encode())
-        return h.hexdigest()[:16]
+        return encoder_fingerprint(self.path, self.config)
 
     def _encode(self, texts: Sequence[str], prefix: str, progress: bool) -> np.ndarray:
         if len(texts) == 0:
@@ -90,3 +81,18 @@ def _clean_text(text: str) -> str:
     """Text safe for the tokenizer: lone surrogates and NULs replaced, never empty."""
     text = str(text).encode("utf-8", "replace").decode("utf-8").replace("\x00", " ")
     return text if text.strip() else " "
+
+
+def encoder_fingerprint(path: str | Path, config: "EncoderConfig") -> str:
+    """A short hash of an encoder folder's contents and settings (not its location, so a moved venv keeps its cache)."""
+    path = Path(path)
+    h = hashlib.sha256(path.name.encode())
+    for name in ("config.json", "modules.json"):
+        f = path / name
+        if f.exists():
+            h.update(f.read_bytes())
+    weights = path / "model.safetensors"
+    if weights.exists():
+        h.update(str(weights.stat().st_size).encode())
+    h.update(f"{config.max_seq_length}|{config.passage_prefix}|{config.query_prefix}".encode())
+    return h.hexdigest()[:16]

@@ -192,21 +192,10 @@ def default_index_dir(kind: str = "flat", encoder: Encoder | None = None) -> Pat
 
 
 def _default_encoder_fingerprint() -> str:
-    # Computing the fingerprint needs only the folder, not the loaded model.
-    import hashlib
+    """The default encoder's fingerprint, from its folder alone (no model loading)."""
+    from .encoder import default_encoder_path, encoder_fingerprint
 
-    from .encoder import default_encoder_path
-
-    path = default_encoder_path()
-    h = hashlib.sha256(str(path.resolve()).encode())
-    for name in ("config.json", "modules.json"):
-        if (path / name).exists():
-            h.update((path / name).read_bytes())
-    if (path / "model.safetensors").exists():
-        h.update(str((path / "model.safetensors").stat().st_size).encode())
-    cfg = EncoderConfig()
-    h.update(f"{cfg.max_seq_length}|{cfg.passage_prefix}|{cfg.query_prefix}".encode())
-    return h.hexdigest()[:16]
+    return encoder_fingerprint(default_encoder_path(), EncoderConfig())
 
 
 _LOADED: dict[str, Retriever] = {}
