@@ -126,6 +126,7 @@ def call_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
 
 
 _live: "weakref.WeakSet[Sandbox]" = weakref.WeakSet()
+_CLOSE_LOCK_WAIT = 10.0  # seconds close() waits for a running call before killing underneath it
 
 
 def live_sandboxes() -> list["Sandbox"]:
@@ -249,6 +250,9 @@ class Sandbox(abc.ABC):
             if not hello.get("ready"):
                 await proc.kill()
                 raise SandboxError(f"the {self.backend} interpreter sent {hello!r} instead of its greeting")
+            if self.closed:  # closed while it booted: nobody would ever kill it
+                await proc.kill()
+                raise SandboxError(f"{self.id} was closed while starting")
             self._proc = proc
             self.calls = 0
         return self
@@ -330,9 +334,18 @@ class Sandbox(abc.ABC):
     async def _close(self) -> None:
         if self.closed:
             return
-        async with self._get_lock():
-            self.closed = True
+        self.closed = True  # from here no call or restart starts a new interpreter
+        lock = self._get_lock()
+        try:
+            await asyncio.wait_for(lock.acquire(), _CLOSE_LOCK_WAIT)
+            locked = True
+        except asyncio.TimeoutError:  # a call is stuck holding the lock: kill underneath it
+            locked = False
+        try:
             await self._kill_proc()
             await self._cleanup()
             _live.discard(self)
+        finally:
+            if locked:
+                lock.release()
 

@@ -11,6 +11,8 @@ from .base import Sandbox, SandboxConfig, SandboxError, run_on_sandbox_loop
 
 __all__ = ["SandboxPool", "PoolStats", "make_sandbox"]
 
+_CLOSE_TASK_WAIT = 15.0  # seconds close() gives cancelled background starts/recycles to finish
+
 
 def make_sandbox(backend: str, config: SandboxConfig | None = None, **kwargs: Any) -> Sandbox:
     """A new (not started) sandbox of ``backend``: ``"docker"``, ``"bwrap"`` or ``"local"``."""
@@ -74,6 +76,7 @@ class SandboxPool:
         self._idle: list[Sandbox] = []
         self._all: set[Sandbox] = set()
         self._busy: set[Sandbox] = set()
+        self._booting: set[Sandbox] = set()
         self._starting = 0
         self._cond: asyncio.Condition | None = None
         self._sem: asyncio.Semaphore | None = None
@@ -150,7 +153,11 @@ class SandboxPool:
         try:
             async with sem:
                 sb = self._idle_unstarted.pop() if self._idle_unstarted else self._factory()
-                await sb._ensure_started()
+                self._booting.add(sb)  # close() reaches it even while it boots
+                try:
+                    await sb._ensure_started()
+                finally:
+                    self._booting.discard(sb)
         except BaseException:
             self._n["broken"] += 1
             if sb is not None:  # also when cancelled (pool closing): release what it holds
@@ -255,8 +262,9 @@ class SandboxPool:
         self.closed = True
         for t in list(self._tasks):
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        everything = list(self._all) + self._idle_unstarted
+        if self._tasks:  # bounded: a task stuck past its cancellation must not hang close()
+            await asyncio.wait(list(self._tasks), timeout=_CLOSE_TASK_WAIT)
+        everything = list(self._all) + list(self._booting) + self._idle_unstarted
         self._idle.clear()
         self._busy.clear()
         self._all.clear()
