@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
                               num_cpus=args.num_cpus)
     try:
         t0 = time.perf_counter()
-        trajs = engine.run(args.env, seeds, group_size=args.group_size)
+        trajs = engine.run_sync(args.env, seeds, group_size=args.group_size)
         elapsed = time.perf_counter() - t0
     finally:
         engine.shutdown()

@@ -62,8 +62,8 @@ def test_ray_actors_match_single_process(local_ray):
     single = RolloutEngine(make_policy(), make_tokenizer(), cfg).run_sync(ENV_ID, seeds, group_size=2)
     engine = RayRolloutEngine(make_policy, make_tokenizer, cfg, num_actors=2, address="local")
     try:
-        distributed = engine.run(ENV_ID, seeds, group_size=2)
-        again = engine.run(ENV_ID, seeds[:3], group_size=1)   # envs stay warm in the actors
+        distributed = engine.run_sync(ENV_ID, seeds, group_size=2)
+        again = engine.run_sync(ENV_ID, seeds[:3], group_size=1)   # envs stay warm in the actors
         stats = engine.stats()
     finally:
         engine.shutdown()
@@ -92,3 +92,44 @@ def test_ray_example_script(local_ray):
     spec.loader.exec_module(module)
     result = module.main(["--ray", "local", "--tasks", "3", "--group-size", "2", "--actors", "2", "--check"])
     assert result["episodes"] == 6 and result["success"] == 1.0 and result["same_as_single_process"] is True
+
+
+@pytest.mark.slow
+def test_eval_cli_on_ray_matches_one_process(local_ray, tmp_path):
+    """``forage eval --ray local``: the same trajectories, token for token, as the one-process eval."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from forage.cli import app
+
+    common = ["eval", "--env", ENV_ID, "--policy", "scripted", "--episodes", "5", "--samples", "2",
+              "--runs-dir", str(tmp_path), "--no-progress", "--sampling-seed", "3"]
+    one = CliRunner().invoke(app, common + ["--name", "one"])
+    spread = CliRunner().invoke(app, common + ["--name", "spread", "--ray", "local", "--ray-actors", "2"])
+    assert one.exit_code == 0, one.output
+    assert spread.exit_code == 0, spread.output
+    summary = json.loads((tmp_path / "spread" / "summary.json").read_text())
+    assert summary["ray_actors"] == 2 and "on 2 Ray actors" in summary["policy"]
+    assert summary["episodes"] == 10 and summary["success_rate"] == 1.0
+
+    def load(name: str) -> list[dict]:
+        return [json.loads(x) for x in (tmp_path / name / "trajectories.jsonl").read_text().splitlines()]
+
+    a, b = load("one"), load("spread")
+    assert len(a) == len(b) == 10
+    for x, y in zip(a, b):
+        for f in ("task_id", "token_ids", "loss_mask", "reward", "reward_components", "answer", "seed", "group"):
+            assert x[f] == y[f], f
+
+
+def test_eval_cli_ray_bad_input_is_a_clear_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from forage.cli import app
+
+    base = ["eval", "--episodes", "1", "--runs-dir", str(tmp_path), "--no-progress", "--ray", "local"]
+    r = CliRunner().invoke(app, base + ["--policy", "openai:http://127.0.0.1:9#m"])
+    assert r.exit_code != 0 and "not spread over Ray" in r.output
+    r = CliRunner().invoke(app, base + ["--policy", "scripted", "--ray-actors", "0"])
+    assert r.exit_code != 0 and "--ray-actors must be >= 1" in r.output

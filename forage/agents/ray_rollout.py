@@ -6,7 +6,8 @@ Same answers as the single-process :class:`~forage.agents.RolloutEngine`, spread
 
     engine = RayRolloutEngine(policy_factory, tokenizer_factory, RolloutConfig(seed=0),
                               num_actors=4, address="local")   # or "auto", "ray://head:10001"
-    trajs = engine.run("forage/LookupQA-v0", [0, 1, 2, 3], group_size=8)   # grouped, in input order
+    trajs = engine.run_sync("forage/LookupQA-v0", [0, 1, 2, 3], group_size=8)   # grouped, in input order
+    trajs = await engine.run(...)                                          # the same from async code
     engine.shutdown()
 
 ``policy_factory()`` and ``tokenizer_factory()`` run inside each actor (so each actor builds its own
@@ -18,7 +19,7 @@ and therefore the trajectories do not depend on how many actors there are.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import inspect
 from typing import Any, Callable, Sequence
 
 from .rollout import EnvSpec, RolloutConfig, RolloutEngine, TaskSpec, _EnvPool
@@ -49,6 +50,7 @@ class RolloutWorker:
         self.engine = RolloutEngine(policy_factory(), tokenizer_factory(), config)
         self.pools: dict[Any, _EnvPool] = {}
         self.episodes_run = 0
+        self._sem: asyncio.Semaphore | None = None
 
     def _pool(self, env: EnvSpec) -> _EnvPool:
         key = env if isinstance(env, str) else id(env)
@@ -57,9 +59,14 @@ class RolloutWorker:
         return self.pools[key]
 
     async def run_jobs(self, env: EnvSpec, jobs: Sequence[tuple[int, TaskSpec, int]]) -> list[Trajectory]:
-        """Run ``(global_index, task, group_index)`` jobs concurrently on this actor's envs (a Ray async actor)."""
+        """Run ``(global_index, task, group_index)`` jobs concurrently on this actor's envs (a Ray async actor).
+
+        Concurrent calls share one limit, ``config.concurrency`` episodes at a time per actor.
+        """
         pool = self._pool(env)
-        sem = asyncio.Semaphore(max(1, self.config.concurrency))
+        if self._sem is None:   # made on the actor's event loop
+            self._sem = asyncio.Semaphore(max(1, self.config.concurrency))
+        sem = self._sem
 
         async def one(index: int, task: TaskSpec, g: int) -> Trajectory:
             async with sem:
@@ -89,12 +96,6 @@ class RolloutWorker:
         self.pools.clear()
 
 
-@dataclass
-class _Shard:
-    actor: Any
-    jobs: list[tuple[int, TaskSpec, int]]
-
-
 class RayRolloutEngine:
     """Spreads a rollout over ``num_actors`` Ray actors, each with its own policy and env pool."""
 
@@ -106,24 +107,67 @@ class RayRolloutEngine:
         actor_cls = self.ray.remote(num_cpus=num_cpus_per_actor, num_gpus=num_gpus_per_actor)(RolloutWorker)
         self.actors = [actor_cls.remote(policy_factory, tokenizer_factory, self.config) for _ in range(num_actors)]
 
-    def run(self, env: EnvSpec, tasks: Sequence[TaskSpec] | int, group_size: int = 1) -> list[Trajectory]:
-        """Like :meth:`RolloutEngine.run`: ``group_size`` episodes per task, grouped, in input order."""
+    def _submit(self, env: EnvSpec, tasks: Sequence[TaskSpec] | int, group_size: int) -> tuple[int, list[tuple[list[int], Any]]]:
+        """One actor call per task (its whole group on one actor, where its envs are warm), round-robin."""
         if isinstance(tasks, int):
             tasks = list(range(tasks))
-        jobs = [(i, t, g) for i, (t, g) in enumerate((t, g) for t in tasks for g in range(group_size))]
-        n = len(self.actors)
-        # contiguous shards keep a task's group on one actor (its envs are warm for that task)
-        size = -(-len(jobs) // n) if jobs else 0
-        shards = [_Shard(a, jobs[k * size:(k + 1) * size]) for k, a in enumerate(self.actors)]
-        refs = [s.actor.run_jobs.remote(env, s.jobs) for s in shards if s.jobs]
-        results = self.ray.get(refs)
-        by_index: dict[int, Trajectory] = {}
-        for shard, trajs in zip([s for s in shards if s.jobs], results):
-            for (i, _, _), traj in zip(shard.jobs, trajs):
-                by_index[i] = traj
-        return [by_index[i] for i in range(len(jobs))]
+        if not self.actors:
+            raise RuntimeError("this RayRolloutEngine was shut down")
+        calls = []
+        for k, task in enumerate(tasks):
+            jobs = [(k * group_size + g, task, g) for g in range(group_size)]
+            actor = self.actors[k % len(self.actors)]
+            calls.append(([i for i, _, _ in jobs], actor.run_jobs.remote(env, jobs)))
+        return len(tasks) * group_size, calls
 
-    run_sync = run  # same call shape as RolloutEngine.run_sync, so callers can swap engines
+    async def arun(self, env: EnvSpec, tasks: Sequence[TaskSpec] | int, group_size: int = 1,
+                   progress: bool | Any = False, on_done: Callable[[Trajectory], Any] | None = None) -> list[Trajectory]:
+        """Like :meth:`RolloutEngine.run`: ``group_size`` episodes per task, grouped, in input order.
+
+        ``progress`` shows a tqdm bar (or pass one); ``on_done`` is called per episode as its group returns.
+        """
+        from .rollout import _make_bar
+
+        total, calls = self._submit(env, tasks, group_size)
+        bar = _make_bar(progress, total)
+        by_index: dict[int, Trajectory] = {}
+
+        async def collect(indices: list[int], ref: Any) -> None:
+            trajs = await ref
+            for i, traj in zip(indices, trajs):
+                by_index[i] = traj
+                if bar is not None:
+                    bar.update(1)
+                    if traj.error:
+                        bar.set_postfix_str(f"error: {traj.error[:40]}")
+                if on_done is not None:
+                    res = on_done(traj)
+                    if inspect.isawaitable(res):
+                        await res
+
+        try:
+            await asyncio.gather(*(collect(ix, ref) for ix, ref in calls))
+        finally:
+            if bar is not None and progress is True:
+                bar.close()
+        return [by_index[i] for i in range(total)]
+
+    async def run(self, env: EnvSpec, tasks: Sequence[TaskSpec] | int, group_size: int = 1,
+                  **kwargs: Any) -> list[Trajectory]:
+        """Async alias of :meth:`arun`, so a RayRolloutEngine can stand where a RolloutEngine is awaited."""
+        return await self.arun(env, tasks, group_size, **kwargs)
+
+    def run_sync(self, env: EnvSpec, tasks: Sequence[TaskSpec] | int, group_size: int = 1,
+                 **kwargs: Any) -> list[Trajectory]:
+        """:meth:`arun` from synchronous code (also works inside a running event loop)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.arun(env, tasks, group_size, **kwargs))
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            return ex.submit(asyncio.run, self.arun(env, tasks, group_size, **kwargs)).result()
 
     def stats(self) -> list[dict[str, Any]]:
         """Per-actor counters."""

@@ -43,30 +43,76 @@ def _tokenizer(path: str) -> Any:
     return AutoTokenizer.from_pretrained(path)
 
 
+# -- factories that build a policy where it will run (in this process or inside a Ray actor) -------------
+def _vllm_client(url: str) -> Any:
+    from .vllm_server import VLLMServerPolicy
+
+    return VLLMServerPolicy(url)
+
+
+def _hf_policy(model: str, max_batch: int) -> Any:
+    from .hf import HFPolicy
+
+    return HFPolicy.from_pretrained(model, max_batch=max_batch)
+
+
+def _scripted_policy(env_id: str, env_kwargs: dict[str, Any], tokenizer_path: str) -> Any:
+    import gymnasium as gym
+
+    import forage  # noqa: F401 - registers the envs (inside a fresh Ray worker too)
+
+    from .scripted import ScriptedPolicy
+
+    env = gym.make(env_id, disable_env_checker=True, **env_kwargs).unwrapped
+    if not hasattr(env, "oracle_actions"):
+        raise ValueError(f"{env_id} has no oracle_actions(task); the scripted policy cannot play it")
+    return ScriptedPolicy.from_oracle(env, _tokenizer(tokenizer_path))
+
+
+@contextlib.asynccontextmanager
+async def _local_vllm_server(model: str, config: RolloutConfig, log: Callable[[str], None],
+                             server_log: Path | None) -> AsyncIterator[str]:
+    """Start a vLLM server for ``model`` and yield its URL; it is stopped on exit."""
+    import asyncio
+
+    from .vllm_server import VLLMServer
+
+    log(f"starting a vLLM server for {model} (30-120 s on CPU)...")
+    server = VLLMServer(model, max_model_len=max(config.max_context, 2048), log_path=server_log)
+    try:
+        await asyncio.to_thread(server.start)
+        yield server.url
+    finally:
+        server.stop()
+
+
 @contextlib.asynccontextmanager
 async def open_policy(spec: str | None, env_id: str, config: RolloutConfig,
-                      log: Callable[[str], None] = print, server_log: Path | None = None) -> AsyncIterator[PolicyRunner]:
-    """Build the runner a spec names; servers it starts are stopped on exit."""
+                      log: Callable[[str], None] = print, server_log: Path | None = None,
+                      ray: str | None = None, ray_actors: int = 2) -> AsyncIterator[PolicyRunner]:
+    """Build the runner a spec names; servers it starts are stopped on exit.
+
+    With ``ray`` (``"local"``, ``"auto"`` or a cluster address) the episodes run in ``ray_actors`` Ray
+    actors, each with its own env pool and its own copy of the policy (a client of the one vLLM server,
+    an HF model, or the scripted oracle); the trajectories are the same as in one process.
+    """
     spec = spec or DEFAULT_SPEC
     kind, _, rest = spec.partition(":")
+    if ray is not None:
+        async with _open_ray_policy(kind, rest, env_id, config, log, server_log, ray, ray_actors) as runner:
+            yield runner
+        return
     if kind == "vllm-local":
-        from .vllm_server import VLLMServer, VLLMServerPolicy
+        from .vllm_server import VLLMServerPolicy
 
         model = resolve_model(rest or None)
-        log(f"starting a vLLM server for {model} (30-120 s on CPU)...")
-        server = VLLMServer(model, max_model_len=max(config.max_context, 2048), log_path=server_log)
-        try:
-            import asyncio
-
-            await asyncio.to_thread(server.start)
-            policy = VLLMServerPolicy(server.url)
+        async with _local_vllm_server(model, config, log, server_log) as url:
+            policy = VLLMServerPolicy(url)
             try:
                 yield PolicyRunner(RolloutEngine(policy, _tokenizer(model), config), f"vllm-local:{model}",
                                    {"model": model, "backend": "vllm"})
             finally:
                 await policy.aclose()
-        finally:
-            server.stop()
     elif kind == "vllm":
         from .vllm_server import VLLMServerPolicy
 
@@ -81,10 +127,8 @@ async def open_policy(spec: str | None, env_id: str, config: RolloutConfig,
         finally:
             await policy.aclose()
     elif kind == "hf":
-        from .hf import HFPolicy
-
         model = resolve_model(rest or None)
-        policy = HFPolicy.from_pretrained(model, max_batch=max(1, min(config.concurrency, 32)))
+        policy = _hf_policy(model, max(1, min(config.concurrency, 32)))
         yield PolicyRunner(RolloutEngine(policy, policy.tokenizer, config), f"hf:{model}", {"model": model, "backend": "hf"})
     elif kind == "openai":
         from .openai_api import ChatRunner, OpenAIPolicy
@@ -98,16 +142,74 @@ async def open_policy(spec: str | None, env_id: str, config: RolloutConfig,
         finally:
             await policy.aclose()
     elif kind == "scripted":
-        import gymnasium as gym
-
-        from .scripted import ScriptedPolicy
-
-        env = gym.make(env_id, disable_env_checker=True, **config.env_kwargs).unwrapped
-        if not hasattr(env, "oracle_actions"):
-            raise ValueError(f"{env_id} has no oracle_actions(task); the scripted policy cannot play it")
-        tok = _tokenizer(resolve_model(rest or None))
-        yield PolicyRunner(RolloutEngine(ScriptedPolicy.from_oracle(env, tok), tok, config), "scripted",
-                           {"backend": "scripted"})
+        tok_path = resolve_model(rest or None)
+        policy = _scripted_policy(env_id, dict(config.env_kwargs), tok_path)
+        yield PolicyRunner(RolloutEngine(policy, _tokenizer(tok_path), config), "scripted", {"backend": "scripted"})
     else:
-        raise ValueError(f"unknown policy spec {spec!r}: use vllm-local[:MODEL], vllm:URL, hf[:PATH], "
-                         "openai:URL#MODEL or scripted")
+        raise ValueError(_UNKNOWN.format(spec=spec))
+
+
+_UNKNOWN = ("unknown policy spec {spec!r}: use vllm-local[:MODEL], vllm:URL, hf[:PATH], openai:URL#MODEL or "
+            "scripted")
+
+
+@contextlib.asynccontextmanager
+async def _open_ray_policy(kind: str, rest: str, env_id: str, config: RolloutConfig, log: Callable[[str], None],
+                           server_log: Path | None, address: str, actors: int) -> AsyncIterator[PolicyRunner]:
+    """The Ray variant of :func:`open_policy`: factories shipped to actors, one engine over them."""
+    from functools import partial
+
+    if actors < 1:
+        raise ValueError("--ray-actors must be >= 1")
+    try:
+        import ray as ray_module
+    except ImportError as e:
+        raise RuntimeError("--ray needs Ray: pip install 'forage-gym[ray]'") from e
+    async with contextlib.AsyncExitStack() as stack:
+        if kind == "vllm-local":
+            model = resolve_model(rest or None)
+            url = await stack.enter_async_context(_local_vllm_server(model, config, log, server_log))
+            make_policy, tok_path, desc, backend = partial(_vllm_client, url), model, f"vllm-local:{model}", "vllm"
+        elif kind == "vllm":
+            url, _, tok_path = rest.partition("#")
+            if not url:
+                raise ValueError("vllm:URL needs the server URL, e.g. vllm:http://127.0.0.1:8000")
+            probe = _vllm_client(url)
+            try:
+                model = await probe.model_name()
+            finally:
+                await probe.aclose()
+            tok_path = tok_path or model
+            make_policy, desc, backend = partial(_vllm_client, url), f"vllm:{url}", "vllm"
+        elif kind == "hf":
+            model = tok_path = resolve_model(rest or None)
+            make_policy = partial(_hf_policy, model, max(1, min(config.concurrency, 32)))
+            desc, backend = f"hf:{model}", "hf"
+        elif kind == "scripted":
+            model, tok_path = None, resolve_model(rest or None)
+            make_policy = partial(_scripted_policy, env_id, dict(config.env_kwargs), tok_path)
+            desc, backend = "scripted", "scripted"
+        elif kind == "openai":
+            raise ValueError("openai:URL policies run at message level and are not spread over Ray; "
+                             "drop --ray (the endpoint itself is the thing to scale)")
+        else:
+            raise ValueError(_UNKNOWN.format(spec=f"{kind}:{rest}" if rest else kind))
+
+        from .ray_rollout import RayRolloutEngine
+
+        started_ray = not ray_module.is_initialized()
+        log(f"starting {actors} Ray rollout actors ({'a private local Ray instance' if address == 'local' else address})...")
+        import asyncio
+        import os
+
+        # a private instance gets a logical CPU per actor at least, so every actor gets placed
+        num_cpus = max(os.cpu_count() or 1, actors) if address == "local" else None
+        engine = await asyncio.to_thread(RayRolloutEngine, make_policy, partial(_tokenizer, tok_path), config,
+                                         num_actors=actors, address=address, num_cpus=num_cpus)
+        try:
+            yield PolicyRunner(engine, f"{desc} on {actors} Ray actors",
+                               {"model": model, "backend": backend, "ray": address, "ray_actors": actors})
+        finally:
+            await asyncio.to_thread(engine.shutdown)
+            if started_ray:
+                ray_module.shutdown()

