@@ -133,3 +133,52 @@ def test_eval_cli_ray_bad_input_is_a_clear_error(tmp_path):
     assert r.exit_code != 0 and "not spread over Ray" in r.output
     r = CliRunner().invoke(app, base + ["--policy", "scripted", "--ray-actors", "0"])
     assert r.exit_code != 0 and "--ray-actors must be >= 1" in r.output
+
+
+@pytest.mark.slow
+def test_trainer_rolls_out_in_ray_actors_with_pushed_weights(local_ray, tmp_path):
+    """``rollout.ray``: the actors roll out with the trainer's current weights (pushed after each update)."""
+    import torch
+    from _training_helpers import tiny_config
+
+    from forage.agents.hf import sequence_logprobs
+    from forage.training import Trainer
+
+    cfg = tiny_config(tmp_path, **{"model.tokenizer": "default", "model.tiny_vocab": 0,
+                                   "rollout.env": "forage/LookupQA-1hop-v0", "rollout.task_pool": 4,
+                                   "rollout.max_turns": 2, "rollout.max_new_tokens": 8,
+                                   "rollout.ray": "local", "rollout.ray_actors": 2})
+    tr = Trainer(cfg, progress=False)
+
+    def checksum() -> float:
+        return float(sum(p.detach().double().sum() for p in tr.model.state_dict().values()))
+
+    def nudge() -> None:   # a weight change that does not depend on this tiny model's rewards varying
+        with torch.no_grad():
+            for p in tr.model.parameters():
+                p.mul_(1.01)
+
+    try:
+        first = tr.train_step()
+        assert first["time/weight_sync_s"] == 0.0   # the shipped copy already held step 0's weights
+        nudge()
+        pushed = checksum()
+        second = tr.train_step()
+        assert second["time/weight_sync_s"] > 0 and second["budget/episodes"] == 6
+        engine = tr.ray_rollout_engine()
+        assert engine.weights_checksums() == [pytest.approx(pushed, rel=1e-12)] * 2
+        nudge()
+        assert engine.weights_checksums() != [pytest.approx(checksum(), rel=1e-9)] * 2
+        tr.sync_rollout_weights()
+        assert engine.weights_checksums() == [pytest.approx(checksum(), rel=1e-12)] * 2
+        assert {s["weights_version"] for s in engine.stats()} == {2}
+        # behaviour log-probs recorded in the actors are the trainer's model's own
+        trajs = tr.default_rollout(tr.step, tr.model)
+        with torch.no_grad():
+            for t in trajs[:3]:
+                mine = sequence_logprobs(tr.model, t.token_ids)
+                got = [(a, b) for a, b, m in zip(t.logprobs, mine, t.loss_mask) if m]
+                assert got and all(abs(a - b) < 1e-3 for a, b in got)
+    finally:
+        tr.close()
+    assert tr._ray_engine is None and ray.is_initialized()   # the fixture's instance stays up

@@ -51,6 +51,7 @@ class RolloutWorker:
         self.pools: dict[Any, _EnvPool] = {}
         self.episodes_run = 0
         self._sem: asyncio.Semaphore | None = None
+        self.weights_version: int | None = None
 
     def _pool(self, env: EnvSpec) -> _EnvPool:
         key = env if isinstance(env, str) else id(env)
@@ -58,12 +59,15 @@ class RolloutWorker:
             self.pools[key] = _EnvPool(env, dict(self.config.env_kwargs))
         return self.pools[key]
 
-    async def run_jobs(self, env: EnvSpec, jobs: Sequence[tuple[int, TaskSpec, int]]) -> list[Trajectory]:
+    async def run_jobs(self, env: EnvSpec, jobs: Sequence[tuple[int, TaskSpec, int]],
+                       config: RolloutConfig | None = None) -> list[Trajectory]:
         """Run ``(global_index, task, group_index)`` jobs concurrently on this actor's envs (a Ray async actor).
 
-        Concurrent calls share one limit, ``config.concurrency`` episodes at a time per actor.
+        Concurrent calls share one limit, ``config.concurrency`` episodes at a time per actor; ``config``
+        overrides the sampling settings (seed, temperature, policy version) for this call only.
         """
         pool = self._pool(env)
+        engine = self.engine if config is None else RolloutEngine(self.engine.policy, self.engine.chat, config)
         if self._sem is None:   # made on the actor's event loop
             self._sem = asyncio.Semaphore(max(1, self.config.concurrency))
         sem = self._sem
@@ -72,7 +76,7 @@ class RolloutWorker:
             async with sem:
                 e = pool.get()
                 try:
-                    traj = await self.engine.run_episode(e, task, index=index)
+                    traj = await engine.run_episode(e, task, index=index)
                 finally:
                     pool.put(e)
             traj.group = str(task)
@@ -85,9 +89,26 @@ class RolloutWorker:
         self.episodes_run += len(out)
         return list(out)
 
+    def _model(self) -> Any:
+        model = getattr(self.engine.policy, "model", None)
+        if model is None or not hasattr(model, "load_state_dict"):
+            raise TypeError(f"{type(self.engine.policy).__name__} holds no torch model to load weights into")
+        return model
+
+    def set_weights(self, state_dict: dict[str, Any], version: int) -> int:
+        """Load new weights into this actor's model (the trainer's push after an update); returns the version."""
+        self._model().load_state_dict(state_dict)
+        self.weights_version = version
+        return version
+
+    def weights_checksum(self) -> float:
+        """The sum of every parameter (float64): equal to the trainer's when the push arrived."""
+        return float(sum(p.detach().double().sum() for p in self._model().state_dict().values()))
+
     def stats(self) -> dict[str, Any]:
         """How much this actor has done and holds."""
-        return {"episodes_run": self.episodes_run, "envs": sum(len(p.all) for p in self.pools.values())}
+        return {"episodes_run": self.episodes_run, "envs": sum(len(p.all) for p in self.pools.values()),
+                "weights_version": self.weights_version}
 
     async def close(self) -> None:
         """Close every env this actor holds."""
@@ -107,7 +128,8 @@ class RayRolloutEngine:
         actor_cls = self.ray.remote(num_cpus=num_cpus_per_actor, num_gpus=num_gpus_per_actor)(RolloutWorker)
         self.actors = [actor_cls.remote(policy_factory, tokenizer_factory, self.config) for _ in range(num_actors)]
 
-    def _submit(self, env: EnvSpec, tasks: Sequence[TaskSpec] | int, group_size: int) -> tuple[int, list[tuple[list[int], Any]]]:
+    def _submit(self, env: EnvSpec, tasks: Sequence[TaskSpec] | int, group_size: int,
+                config: RolloutConfig | None = None) -> tuple[int, list[tuple[list[int], Any]]]:
         """One actor call per task (its whole group on one actor, where its envs are warm), round-robin."""
         if isinstance(tasks, int):
             tasks = list(range(tasks))
@@ -117,18 +139,20 @@ class RayRolloutEngine:
         for k, task in enumerate(tasks):
             jobs = [(k * group_size + g, task, g) for g in range(group_size)]
             actor = self.actors[k % len(self.actors)]
-            calls.append(([i for i, _, _ in jobs], actor.run_jobs.remote(env, jobs)))
+            calls.append(([i for i, _, _ in jobs], actor.run_jobs.remote(env, jobs, config)))
         return len(tasks) * group_size, calls
 
     async def arun(self, env: EnvSpec, tasks: Sequence[TaskSpec] | int, group_size: int = 1,
-                   progress: bool | Any = False, on_done: Callable[[Trajectory], Any] | None = None) -> list[Trajectory]:
+                   progress: bool | Any = False, on_done: Callable[[Trajectory], Any] | None = None,
+                   config: RolloutConfig | None = None) -> list[Trajectory]:
         """Like :meth:`RolloutEngine.run`: ``group_size`` episodes per task, grouped, in input order.
 
-        ``progress`` shows a tqdm bar (or pass one); ``on_done`` is called per episode as its group returns.
+        ``progress`` shows a tqdm bar (or pass one); ``on_done`` is called per episode as its group returns;
+        ``config`` replaces the engine's rollout settings for this call (e.g. a new seed each training step).
         """
         from .rollout import _make_bar
 
-        total, calls = self._submit(env, tasks, group_size)
+        total, calls = self._submit(env, tasks, group_size, config)
         bar = _make_bar(progress, total)
         by_index: dict[int, Trajectory] = {}
 
@@ -168,6 +192,19 @@ class RayRolloutEngine:
 
         with concurrent.futures.ThreadPoolExecutor(1) as ex:
             return ex.submit(asyncio.run, self.arun(env, tasks, group_size, **kwargs)).result()
+
+    def push_weights(self, state_dict: dict[str, Any], version: int) -> float:
+        """Send new weights to every actor (one copy in the object store); returns the seconds it took."""
+        import time
+
+        t0 = time.perf_counter()
+        ref = self.ray.put(state_dict)
+        self.ray.get([a.set_weights.remote(ref, version) for a in self.actors])
+        return time.perf_counter() - t0
+
+    def weights_checksums(self) -> list[float]:
+        """Each actor's :meth:`RolloutWorker.weights_checksum`."""
+        return self.ray.get([a.weights_checksum.remote() for a in self.actors])
 
     def stats(self) -> list[dict[str, Any]]:
         """Per-actor counters."""

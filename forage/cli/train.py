@@ -30,6 +30,10 @@ def register(app: typer.Typer) -> None:
         out_dir: Optional[str] = typer.Option(None, "--out-dir", help="override out_dir (runs go to OUT_DIR/NAME)"),
         resume: bool = typer.Option(False, "--resume", help="continue from the run's newest checkpoint"),
         set_: List[str] = typer.Option([], "--set", help="override a config key: --set algo.kl_coef=0.01"),
+        ray: Optional[str] = typer.Option(
+            None, "--ray", help="roll out in Ray actors ('local', 'auto' or an address); the trainer pushes "
+                                "its weights to them after each update (same as --set rollout.ray=...)"),
+        ray_actors: Optional[int] = typer.Option(None, "--ray-actors", help="Ray rollout actors (rollout.ray_actors)"),
         plot: bool = typer.Option(True, help="draw the training PNG at the end"),
     ) -> None:
         """Train a policy with GRPO (+ SPEAR replay, curricula, bonuses) as the config says."""
@@ -40,6 +44,10 @@ def register(app: typer.Typer) -> None:
             overrides["steps"] = steps
         if out_dir is not None:
             overrides["out_dir"] = out_dir
+        if ray is not None:
+            overrides["rollout.ray"] = ray
+        if ray_actors is not None:
+            overrides["rollout.ray_actors"] = ray_actors
         try:
             cfg = load_config(config, overrides)
         except ConfigError as e:

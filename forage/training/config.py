@@ -62,6 +62,8 @@ class RolloutConfig:
     concurrency: int = 64
     backend: str = "hf"                   # hf: the training model itself (no weight sync)
     task_pool: int | None = None          # train on the first N tasks only (None: all)
+    ray: str | None = None                # local | auto | ADDRESS: roll out in Ray actors (weights pushed each step)
+    ray_actors: int = 2
 
 
 @dataclass

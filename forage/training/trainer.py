@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import random
 import time
 import warnings
@@ -116,6 +117,33 @@ def _answer_entropy(trajs: Sequence[Trajectory], groups: Sequence[str]) -> float
     return float(np.mean(ents)) if ents else 0.0
 
 
+def _rollout_copy(model: Any) -> Any:
+    """A CPU fp32 copy of the training model for rollout actors (KV cache on, no checkpointing)."""
+    m = copy.deepcopy(model).to("cpu", dtype=torch.float32).eval()
+    if hasattr(m, "gradient_checkpointing_disable"):
+        m.gradient_checkpointing_disable()
+    if getattr(m, "config", None) is not None:
+        m.config.use_cache = True
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+def _hf_policy_of(model: Any, tokenizer: Any, max_batch: int) -> Any:
+    """Inside a Ray actor: an HFPolicy over the shipped model copy (fetched from the object store)."""
+    import ray
+
+    from ..agents.hf import HFPolicy
+
+    if isinstance(model, ray.ObjectRef):
+        model = ray.get(model)
+    return HFPolicy(model, tokenizer, max_batch=max_batch)
+
+
+def _same(x: Any) -> Any:
+    return x
+
+
 class Trainer:
     """GRPO-family trainer with SPEAR self-imitation replay; see the module docstring for one step."""
 
@@ -155,6 +183,10 @@ class Trainer:
         self.logger: MetricsLogger | None = None
         self._task_pool: list[str] | None = None
         self.warmed_up = cfg.warmup.episodes <= 0
+        self._ray_engine: Any = None              # RayRolloutEngine, made on the first Ray rollout
+        self._ray_started = False
+        self._pushed_version: int | None = None
+        self._last_sync_s = 0.0
 
     # -- schedules -----------------------------------------------------------------------------
     def _lr_lambda(self, step: int) -> float:
@@ -212,7 +244,7 @@ class Trainer:
         return RolloutEngine(policy, self.tokenizer, ecfg)
 
     def default_rollout(self, step: int, model: Any) -> list[Trajectory]:
-        """Roll out this step's planned tasks with the training model."""
+        """Roll out this step's planned tasks with the training model (in Ray actors if ``rollout.ray``)."""
         tasks, alloc = self.plan_tasks()
         jobs = [t for t in tasks for _ in range(alloc[t])]
         seed = int(self.rng.integers(0, 2**31 - 1))
@@ -223,10 +255,64 @@ class Trainer:
 
             bar = tqdm(total=len(jobs), desc=f"step {step} rollouts", unit="ep", leave=False, dynamic_ncols=True)
         try:
+            if self.cfg.rollout.ray:
+                self.sync_rollout_weights()
+                return self.ray_rollout_engine().run_sync(self.cfg.rollout.env, jobs, group_size=1, progress=bar,
+                                                          config=engine.config)
             return engine.run_sync(self.cfg.rollout.env, jobs, group_size=1, progress=bar)
         finally:
             if bar is not False:
                 bar.close()
+
+    # -- rollouts in Ray actors ------------------------------------------------------------------
+    def ray_rollout_engine(self) -> Any:
+        """The Ray actors that roll out with CPU copies of the training model (made once, on first use)."""
+        if self._ray_engine is None:
+            try:
+                import ray
+            except ImportError:
+                raise RuntimeError("rollout.ray needs Ray: pip install 'forage-gym[ray]'") from None
+            from functools import partial
+
+            from ..agents.ray_rollout import RayRolloutEngine, init_ray
+
+            r = self.cfg.rollout
+            if r.ray_actors < 1:
+                raise ValueError("rollout.ray_actors must be >= 1")
+            if self.tokenizer is None:
+                raise RuntimeError("rollout.ray needs a tokenizer")
+            self._ray_started = not ray.is_initialized()
+            num_cpus = max(os.cpu_count() or 1, r.ray_actors) if r.ray == "local" else None
+            init_ray(r.ray, num_cpus=num_cpus)
+            # the model travels once through the object store; later steps send only state dicts
+            model_ref = ray.put(_rollout_copy(self.model))
+            self._ray_engine = RayRolloutEngine(
+                partial(_hf_policy_of, model_ref, self.tokenizer, max(1, r.concurrency)), partial(_same, self.tokenizer),
+                self.rollout_engine().config, num_actors=r.ray_actors, address=r.ray)
+            self._pushed_version = self.step   # the shipped copy holds this step's weights
+        return self._ray_engine
+
+    def sync_rollout_weights(self) -> float:
+        """Push the current weights to the Ray actors if they are older than this step; returns seconds."""
+        engine = self.ray_rollout_engine()
+        if self._pushed_version == self.step:
+            self._last_sync_s = 0.0
+            return 0.0
+        state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        took = engine.push_weights(state, self.step)
+        self._pushed_version = self.step
+        self._last_sync_s = took
+        return took
+
+    def close(self) -> None:
+        """Stop the Ray rollout actors (and the Ray instance this trainer started)."""
+        if self._ray_engine is not None:
+            try:
+                self._ray_engine.shutdown()
+            finally:
+                if self._ray_started:
+                    self._ray_engine.ray.shutdown()
+                self._ray_engine = None
 
     def evaluate(self, task_ids: Sequence[str], temperature: float = 0.0, seed: int = 0) -> dict[str, float]:
         """Success rate and mean reward over ``task_ids`` (one episode each, greedy by default)."""
@@ -468,6 +554,8 @@ class Trainer:
         t0 = time.perf_counter()
         trajs = list(self.rollout_fn(step, self.model))
         m["time/rollout_s"] = time.perf_counter() - t0
+        if self.cfg.rollout.ray and self.rollout_fn == self.default_rollout:
+            m["time/weight_sync_s"] = self._last_sync_s
         if not trajs:
             raise RuntimeError(f"step {step}: the rollout returned no trajectories")
         groups = [str(t.group if t.group is not None else t.task_id) for t in trajs]
@@ -586,6 +674,7 @@ class Trainer:
             if bar is not None:
                 bar.close()
             self.logger.close()
+            self.close()
         return run_dir
 
     # -- checkpoints -----------------------------------------------------------------------------
