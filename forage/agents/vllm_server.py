@@ -154,8 +154,10 @@ class VLLMServer:
         log_path: str | Path | None = None,
         kv_cache_gib: int = 1,
         memory_fraction: float | None = 0.25,
+        weight_sync: bool = False,
     ) -> None:
         self.model = str(model)
+        self.weight_sync = weight_sync   # accept weight pushes (forage.agents.vllm_weights)
         self.port = port or free_port()
         self.dtype = dtype
         self.max_model_len = max_model_len
@@ -178,6 +180,10 @@ class VLLMServer:
                "--max-model-len", str(self.max_model_len), "--disable-uvicorn-access-log"]
         if self.memory_fraction is not None and _cpu_backend():
             cmd += ["--gpu-memory-utilization", str(self.memory_fraction)]
+        if self.weight_sync:
+            from .vllm_weights import EXTENSION
+
+            cmd += ["--worker-extension-cls", EXTENSION]
         return cmd + self.extra_args
 
     def start(self, wait: bool = True, timeout: float = 300.0) -> "VLLMServer":
@@ -191,6 +197,8 @@ class VLLMServer:
         env = dict(os.environ)
         if _cpu_backend():
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(self.kv_cache_gib))))
+        if self.weight_sync:
+            env["VLLM_SERVER_DEV_MODE"] = "1"   # /collective_rpc and /reset_prefix_cache (127.0.0.1 only)
         out: Any = subprocess.DEVNULL
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)

