@@ -19,10 +19,9 @@ and therefore the trajectories do not depend on how many actors there are.
 from __future__ import annotations
 
 import asyncio
-import inspect
 from typing import Any, Callable, Sequence
 
-from .rollout import EnvSpec, RolloutConfig, RolloutEngine, TaskSpec, _EnvPool
+from .rollout import EnvSpec, RolloutConfig, RolloutEngine, TaskSpec, _EnvPool, run_blocking
 from .trajectory import Trajectory
 
 __all__ = ["RayRolloutEngine", "RolloutWorker", "init_ray"]
@@ -150,7 +149,7 @@ class RayRolloutEngine:
         ``progress`` shows a tqdm bar (or pass one); ``on_done`` is called per episode as its group returns;
         ``config`` replaces the engine's rollout settings for this call (e.g. a new seed each training step).
         """
-        from .rollout import _make_bar
+        from .rollout import _make_bar, report_done
 
         total, calls = self._submit(env, tasks, group_size, config)
         bar = _make_bar(progress, total)
@@ -160,14 +159,7 @@ class RayRolloutEngine:
             trajs = await ref
             for i, traj in zip(indices, trajs):
                 by_index[i] = traj
-                if bar is not None:
-                    bar.update(1)
-                    if traj.error:
-                        bar.set_postfix_str(f"error: {traj.error[:40]}")
-                if on_done is not None:
-                    res = on_done(traj)
-                    if inspect.isawaitable(res):
-                        await res
+                await report_done(traj, bar, on_done)
 
         try:
             await asyncio.gather(*(collect(ix, ref) for ix, ref in calls))
@@ -184,14 +176,7 @@ class RayRolloutEngine:
     def run_sync(self, env: EnvSpec, tasks: Sequence[TaskSpec] | int, group_size: int = 1,
                  **kwargs: Any) -> list[Trajectory]:
         """:meth:`arun` from synchronous code (also works inside a running event loop)."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.arun(env, tasks, group_size, **kwargs))
-        import concurrent.futures
-
-        with concurrent.futures.ThreadPoolExecutor(1) as ex:
-            return ex.submit(asyncio.run, self.arun(env, tasks, group_size, **kwargs)).result()
+        return run_blocking(self.arun(env, tasks, group_size, **kwargs))
 
     def push_weights(self, state_dict: dict[str, Any], version: int) -> float:
         """Send new weights to every actor (one copy in the object store); returns the seconds it took."""

@@ -141,14 +141,7 @@ class RolloutEngine:
                     pool.put(e)
             traj.group = str(task)
             traj.metadata["group_index"] = g
-            if bar is not None:
-                bar.update(1)
-                if traj.error:
-                    bar.set_postfix_str(f"error: {traj.error[:40]}")
-            if on_done is not None:
-                res = on_done(traj)
-                if inspect.isawaitable(res):
-                    await res
+            await report_done(traj, bar, on_done)
             return traj
 
         try:
@@ -165,14 +158,7 @@ class RolloutEngine:
 
     def run_sync(self, env: EnvSpec, tasks: Sequence[TaskSpec] | int, group_size: int = 1, **kwargs: Any) -> list[Trajectory]:
         """:meth:`run` from synchronous code (also works inside a running event loop)."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.run(env, tasks, group_size, **kwargs))
-        import concurrent.futures
-
-        with concurrent.futures.ThreadPoolExecutor(1) as ex:
-            return ex.submit(asyncio.run, self.run(env, tasks, group_size, **kwargs)).result()
+        return run_blocking(self.run(env, tasks, group_size, **kwargs))
 
     # -- one episode -------------------------------------------------------------------------
     def _params(self, max_tokens: int, index: int, turn: int = 0) -> SamplingParams:
@@ -269,6 +255,30 @@ class RolloutEngine:
                         "total_s": round(time.perf_counter() - t_start, 4)}
         traj.metadata["finish_reasons"] = finish_reasons
         return traj
+
+
+def run_blocking(coro: Any) -> Any:
+    """Run a coroutine to completion from synchronous code, also when this thread already runs a loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        return ex.submit(asyncio.run, coro).result()
+
+
+async def report_done(traj: Trajectory, bar: Any, on_done: Callable[[Trajectory], Any] | None) -> None:
+    """Tick the progress bar (showing errors) and call ``on_done`` (sync or async) for a finished episode."""
+    if bar is not None:
+        bar.update(1)
+        if traj.error:
+            bar.set_postfix_str(f"error: {traj.error[:40]}")
+    if on_done is not None:
+        res = on_done(traj)
+        if inspect.isawaitable(res):
+            await res
 
 
 def _make_bar(progress: bool | Any, total: int) -> Any:

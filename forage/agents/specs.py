@@ -43,6 +43,14 @@ def _tokenizer(path: str) -> Any:
     return AutoTokenizer.from_pretrained(path)
 
 
+def _vllm_target(rest: str) -> tuple[str, str]:
+    """``URL[#TOKENIZER]`` of a ``vllm:`` spec."""
+    url, _, tok_path = rest.partition("#")
+    if not url:
+        raise ValueError("vllm:URL needs the server URL, e.g. vllm:http://127.0.0.1:8000")
+    return url, tok_path
+
+
 # -- factories that build a policy where it will run (in this process or inside a Ray actor) -------------
 def _vllm_client(url: str) -> Any:
     from .vllm_server import VLLMServerPolicy
@@ -116,9 +124,7 @@ async def open_policy(spec: str | None, env_id: str, config: RolloutConfig,
     elif kind == "vllm":
         from .vllm_server import VLLMServerPolicy
 
-        url, _, tok_path = rest.partition("#")
-        if not url:
-            raise ValueError("vllm:URL needs the server URL, e.g. vllm:http://127.0.0.1:8000")
+        url, tok_path = _vllm_target(rest)
         policy = VLLMServerPolicy(url)
         try:
             model = await policy.model_name()
@@ -171,9 +177,7 @@ async def _open_ray_policy(kind: str, rest: str, env_id: str, config: RolloutCon
             url = await stack.enter_async_context(_local_vllm_server(model, config, log, server_log))
             make_policy, tok_path, desc, backend = partial(_vllm_client, url), model, f"vllm-local:{model}", "vllm"
         elif kind == "vllm":
-            url, _, tok_path = rest.partition("#")
-            if not url:
-                raise ValueError("vllm:URL needs the server URL, e.g. vllm:http://127.0.0.1:8000")
+            url, tok_path = _vllm_target(rest)
             probe = _vllm_client(url)
             try:
                 model = await probe.model_name()

@@ -17,7 +17,6 @@ One step, top to bottom (:meth:`Trainer.train_step`):
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import math
 import os
@@ -361,14 +360,9 @@ class Trainer:
                 if close is not None:   # an HTTP client bound to this event loop
                     await close()
 
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(go())
-        import concurrent.futures
+        from ..agents.rollout import run_blocking
 
-        with concurrent.futures.ThreadPoolExecutor(1) as ex:
-            return ex.submit(asyncio.run, go()).result()
+        return run_blocking(go())
 
     def close(self) -> None:
         """Stop the Ray rollout actors (and the Ray instance) and the vLLM server this trainer started."""
