@@ -237,6 +237,9 @@ class Trainer:
         if self.tokenizer is None:
             raise RuntimeError("the default rollout needs a tokenizer; pass one or a rollout_fn")
         r = self.cfg.rollout
+        if r.ray and r.backend != "hf":
+            raise ValueError(f"rollout.ray runs HF copies of the model in the actors; it does not combine with "
+                             f"rollout.backend {r.backend!r} (use backend hf, or drop rollout.ray)")
         if r.backend == "hf":
             policy: Any = HFPolicy(self.model, self.tokenizer, max_batch=max(1, r.concurrency))
         elif r.backend == "vllm":
