@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import gymnasium as gym
 import httpx
 
 import forage  # noqa: F401
+from forage.asgi_thread import free_port
 from forage.envs import RemoteEnv
 from forage.envs.lookup import LookupQAEnv
 
@@ -75,9 +75,7 @@ def drive_sync(env, oracle: Oracle, n_steps: int) -> tuple[float, int]:
 
 
 def start_server() -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from forage.cli import main; sys.argv[0] = 'forage'; main()",
                              "serve", "env", ENV_ID, "--port", str(port), "--max-sessions", "256"],

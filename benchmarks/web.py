@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -104,13 +103,12 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args()
 
+    from forage.asgi_thread import free_port
     from forage.sandboxes.web import cached_site
 
     site = cached_site()
     rng = np.random.default_rng(0)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     picks = rng.choice(len(site.docs), args.pages, replace=False)
     urls = [base + site.path_of(int(i)) for i in picks]

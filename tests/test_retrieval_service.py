@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 
 from _retrieval_helpers import default_retriever, live_service, tiny_corpus, tiny_index  # noqa: F401
+from forage.asgi_thread import free_port
 from forage.sandboxes.retrieval.backends import BackendError, HTTPBackend, InProcessBackend
 
 
@@ -126,9 +126,7 @@ async def test_http_backend_matches_in_process(live_service, default_retriever):
 
 
 async def test_http_backend_reports_a_dead_service():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     http = HTTPBackend(f"http://127.0.0.1:{port}", timeout=5)
     with pytest.raises(BackendError, match="unreachable"):
         await http.asearch(["x"], 3)
@@ -138,9 +136,7 @@ async def test_http_backend_reports_a_dead_service():
 
 @pytest.mark.slow
 def test_cli_serve_retriever_subprocess(tiny_index):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     forage = os.path.join(os.path.dirname(sys.executable), "forage")
     proc = subprocess.Popen([forage, "serve", "retriever", "--index", str(tiny_index), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)

@@ -9,6 +9,7 @@ import socket
 import pytest
 from _web_helpers import hostile_server, silent_server, web_corpus, web_site  # noqa: F401
 
+from forage.asgi_thread import free_port
 from forage.sandboxes.web import Browser, BrowserConfig, ContainmentPolicy, NavigationRefused, check_url
 from forage.sandboxes.web.containment import resolve_checked
 
@@ -150,9 +151,7 @@ async def test_https_is_pinned_and_keeps_the_name_for_tls(tmp_path, web_corpus):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
                     "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
                    check=True, capture_output=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_site_app(load_site(str(web_corpus))), host="127.0.0.1", port=port,
                                            ssl_keyfile=str(key), ssl_certfile=str(cert), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

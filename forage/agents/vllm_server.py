@@ -17,7 +17,6 @@ import asyncio
 import atexit
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,16 +26,12 @@ from typing import Any, Sequence
 
 import httpx
 
+from ..asgi_thread import free_port
 from .policy import Generation, PolicyError, SamplingParams
 
 __all__ = ["VLLMServerPolicy", "VLLMServer", "free_port"]
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _parse_token(tok: Any) -> int:

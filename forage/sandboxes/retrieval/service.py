@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ...asgi_thread import ThreadedASGIServer
 from .retriever import MAX_K, METHODS, Retriever
 
 __all__ = ["ServiceConfig", "Batcher", "create_app", "serve", "ThreadedServer"]
@@ -245,42 +245,10 @@ def serve(retriever: Retriever, host: str = "127.0.0.1", port: int = 8001, confi
     uvicorn.run(create_app(retriever, config), host=host, port=port, log_level="warning", access_log=False)
 
 
-class ThreadedServer:
+class ThreadedServer(ThreadedASGIServer):
     """The service on 127.0.0.1 in a background thread (tests, notebooks); ``stop()`` shuts it down."""
 
+    what = "the retrieval service"
+
     def __init__(self, retriever: Retriever, port: int = 0, config: ServiceConfig | None = None) -> None:
-        import socket
-
-        import uvicorn
-
-        if port == 0:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.app = create_app(retriever, config)
-        self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning",
-                                                     access_log=False, lifespan="on"))
-        self._thread = threading.Thread(target=self._server.run, daemon=True, name="forage-retriever")
-
-    def start(self, timeout: float = 30.0) -> "ThreadedServer":
-        """Start and wait until it accepts requests."""
-        self._thread.start()
-        deadline = time.time() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.time() > deadline:
-                raise RuntimeError(f"the retrieval service did not start on {self.url}")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        """Shut the server down and join its thread."""
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-
-    def __enter__(self) -> "ThreadedServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        super().__init__(create_app(retriever, config), port=port, lifespan="on", thread_name="forage-retriever")

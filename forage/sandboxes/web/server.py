@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
+from ...asgi_thread import ThreadedASGIServer
 from .site import Site
 
 __all__ = ["create_site_app", "SiteServer", "shared_site", "cached_site", "serve_site", "load_site"]
@@ -59,53 +58,21 @@ def create_site_app(site: Site | None = None, static_dir: str | Path | None = No
     return Starlette(routes=routes)
 
 
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-class SiteServer:
+class SiteServer(ThreadedASGIServer):
     """The site on 127.0.0.1 in a background uvicorn thread; ``url`` is its base, ``stop()`` shuts it down."""
+
+    what = "the site"
 
     def __init__(self, site: Site | None = None, static_dir: str | Path | None = None, port: int = 0,
                  host: str = "127.0.0.1", app: Any = None) -> None:
-        import uvicorn
-
         self.site = site
-        self.host = host
-        self.port = port or _free_port(host)
-        self.url = f"http://{host}:{self.port}"
-        self.app = app if app is not None else create_site_app(site, static_dir)
-        self._server = uvicorn.Server(uvicorn.Config(self.app, host=host, port=self.port, log_level="warning",
-                                                     access_log=False, lifespan="off"))
-        self._thread = threading.Thread(target=self._server.run, daemon=True, name=f"forage-site-{self.port}")
-
-    def start(self, timeout: float = 30.0) -> "SiteServer":
-        """Start and wait until it accepts connections."""
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the site did not start on {self.url}")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        """Shut the server down and join its thread."""
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        super().__init__(app if app is not None else create_site_app(site, static_dir), host=host, port=port,
+                         thread_name="forage-site")
 
     @property
     def host_port(self) -> str:
         """``host:port``, the form the browser's allow-list takes."""
         return f"{self.host}:{self.port}"
-
-    def __enter__(self) -> "SiteServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
 
 def load_site(corpus: str | None = None, name: str = "Forage Wiki") -> Site:
