@@ -19,17 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import torch
-
-
-def served_logprobs(url: str, model: str, ids: list[int]) -> np.ndarray:
-    """Prompt log-probs of ``ids`` as the server computes them."""
-    r = httpx.post(url + "/v1/completions", timeout=120, json={
-        "model": model, "prompt": ids, "max_tokens": 1, "temperature": 0, "prompt_logprobs": 0})
-    r.raise_for_status()
-    return np.array([next(iter(d.values()))["logprob"] if d else 0.0 for d in r.json()["choices"][0]["prompt_logprobs"]])
 
 
 def scaled(model: torch.nn.Module, factor: float) -> torch.nn.Module:
@@ -53,7 +44,7 @@ def main() -> None:
     from forage.agents import sequence_logprobs
     from forage.agents.models import resolve_model
     from forage.agents.vllm_server import VLLMServer
-    from forage.agents.vllm_weights import VLLMWeightSync
+    from forage.agents.vllm_weights import VLLMWeightSync, served_prompt_logprobs
 
     path = resolve_model("default")
     tok = AutoTokenizer.from_pretrained(path)
@@ -69,7 +60,7 @@ def main() -> None:
             new = scaled(base, 0.9 - 0.1 * k)
             push_s.append(sync.push(new, version=k + 1))
             ref = np.array(sequence_logprobs(new, ids))
-            push_err.append(float(np.abs(served_logprobs(srv.url, path, ids) - ref)[1:].mean()))
+            push_err.append(float(np.abs(np.array(served_prompt_logprobs(srv.url, path, ids)) - ref)[1:].mean()))
             print(f"push {k + 1}: {push_s[-1]:.2f} s, served vs new HF log-probs {push_err[-1]:.3f} nats", flush=True)
 
     # Baseline: save the new weights and start a new server on them
@@ -81,7 +72,7 @@ def main() -> None:
         save_s = time.perf_counter() - t0
         with VLLMServer(d, extra_args=args, log_path="/tmp/forage-bench-weight-sync-restart.log") as srv:
             restart_s = time.perf_counter() - t0
-            restart_err = float(np.abs(served_logprobs(srv.url, d, ids) - np.array(sequence_logprobs(new, ids)))[1:].mean())
+            restart_err = float(np.abs(np.array(served_prompt_logprobs(srv.url, d, ids)) - np.array(sequence_logprobs(new, ids)))[1:].mean())
     print(f"restart: {restart_s:.2f} s (save_pretrained {save_s:.2f} s), served vs new HF {restart_err:.3f} nats")
 
     p50 = float(np.median(push_s))

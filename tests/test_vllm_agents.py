@@ -214,12 +214,9 @@ def test_eval_cli_with_vllm_and_view(url, tmp_path):
 
 # -- weight sync: the trainer pushes new weights into the running server ------------------------------
 def _served_prompt_logprobs(url: str, ids: list[int]) -> np.ndarray:
-    import httpx
+    from forage.agents.vllm_weights import served_prompt_logprobs
 
-    r = httpx.post(url + "/v1/completions", timeout=120, json={
-        "model": str(model_dir()), "prompt": ids, "max_tokens": 1, "temperature": 0, "prompt_logprobs": 0})
-    r.raise_for_status()
-    return np.array([next(iter(d.values()))["logprob"] if d else 0.0 for d in r.json()["choices"][0]["prompt_logprobs"]])
+    return np.array(served_prompt_logprobs(url, str(model_dir()), ids))
 
 
 def _scaled_copy(model, factor: float):

