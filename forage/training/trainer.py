@@ -140,6 +140,14 @@ def _hf_policy_of(model: Any, tokenizer: Any, max_batch: int) -> Any:
     return HFPolicy(model, tokenizer, max_batch=max_batch)
 
 
+def _policy_window(loss_mask: torch.Tensor) -> int | None:
+    """How many trailing positions (plus one, for the shifted logits) hold every policy token; None if none do."""
+    pos = loss_mask.nonzero()
+    if pos.numel() == 0:
+        return None
+    return loss_mask.shape[1] - int(pos[:, 1].min()) + 1
+
+
 def _same(x: Any) -> Any:
     return x
 
@@ -437,7 +445,7 @@ class Trainer:
         demos = self.demonstrations()
         if not demos:
             raise RuntimeError("warmup: no successful oracle demonstration (check the env's oracle_actions)")
-        pad = int(self.tokenizer.pad_token_id) if getattr(self.tokenizer, "pad_token_id", None) is not None else 0
+        pad = self._pad_id()
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=w.lr, weight_decay=0.0)
         order_rng = np.random.default_rng(self.cfg.seed + 3)
@@ -456,10 +464,10 @@ class Trainer:
                 for idx in pack_by_tokens([len(d.token_ids) for d in order], w.micro_batch_tokens):
                     batch = collate([order[i] for i in idx], pad)
                     mask_full = batch["loss_mask"]
-                    T = mask_full.shape[1]
-                    first = int(mask_full.nonzero()[:, 1].min())
-                    keep = T - first + 1
-                    mask = mask_full[:, T - keep + 1:].to(self.device).float()
+                    keep = _policy_window(mask_full)
+                    if keep is None:
+                        continue
+                    mask = mask_full[:, mask_full.shape[1] - keep + 1:].to(self.device).float()
                     logp, _ = self._token_logps(self.model, batch, keep, False)
                     loss = -(logp * mask).sum() / mask.sum().clamp(min=1.0)
                     opt.zero_grad(set_to_none=True)
@@ -510,6 +518,10 @@ class Trainer:
         return out
 
     # -- the gradient step -----------------------------------------------------------------------
+    def _pad_id(self) -> int:
+        tok = self.tokenizer
+        return int(tok.pad_token_id) if tok is not None and getattr(tok, "pad_token_id", None) is not None else 0
+
     def _token_logps(self, model: Any, batch: dict[str, torch.Tensor], keep: int, want_entropy: bool
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
         ids = batch["input_ids"].to(self.device)
@@ -531,9 +543,7 @@ class Trainer:
         a = self.cfg.algo
         cov = self.cfg.replay.cov if kind == "sil" else a.cov
         clip_low, clip_high = (self.cfg.replay.clip_low, self.cfg.replay.clip_high) if kind == "sil" else (a.clip_low, a.clip_high)
-        pad = 0
-        if self.tokenizer is not None and getattr(self.tokenizer, "pad_token_id", None) is not None:
-            pad = int(self.tokenizer.pad_token_id)
+        pad = self._pad_id()
         lengths = [len(t.token_ids) for t in trajs]
         batches = pack_by_tokens(lengths, self.cfg.optim.micro_batch_tokens)
         num_tokens = float(sum(max(0, sum(t.loss_mask[1:])) for t in trajs)) or 1.0
@@ -549,12 +559,10 @@ class Trainer:
                 sub = [trajs[i] for i in idx]
                 batch = collate(sub, pad)
                 mask_full = batch["loss_mask"]
-                pos = mask_full.nonzero()
-                if pos.numel() == 0:
+                keep = _policy_window(mask_full)
+                if keep is None:
                     continue
                 T = mask_full.shape[1]
-                first = int(pos[:, 1].min())
-                keep = T - first + 1
                 mask = mask_full[:, T - keep + 1:].to(self.device)
                 old = batch["old_logp"][:, T - keep + 1:].to(self.device)
                 adv = (adv_all[idx][:, None].to(self.device) * mask)
