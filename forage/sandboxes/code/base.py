@@ -55,6 +55,18 @@ class SandboxConfig:
     """Extra environment variables for the code (the host's environment is never passed)."""
     start_timeout: float = 60.0
     """Seconds to wait for a new interpreter to say it is ready."""
+    docker_runtime: str | None = None
+    """OCI runtime of the docker backend: None = the daemon's default (runc), ``"runsc"`` = gVisor."""
+
+    def __post_init__(self) -> None:
+        for name in ("timeout", "start_timeout", "cpus"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"SandboxConfig.{name} must be > 0, not {getattr(self, name)!r}")
+        for name in ("memory_mb", "pids", "output_limit", "workdir_mb"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"SandboxConfig.{name} must be a positive int, not {getattr(self, name)!r}")
+        if self.docker_runtime is not None and not (isinstance(self.docker_runtime, str) and self.docker_runtime):
+            raise ValueError(f"SandboxConfig.docker_runtime must be None or a runtime name, not {self.docker_runtime!r}")
 
 
 @dataclass

@@ -10,10 +10,12 @@ import struct
 import threading
 from typing import Any
 
-from .base import Sandbox, SandboxConfig, SandboxUnavailable, _Process, server_source
+from .base import Sandbox, SandboxConfig, SandboxError, SandboxUnavailable, _Process, server_source
 from .image import SANDBOX_UID, docker_image_tag
+from .limits import NOFILE, shm_mb, tmp_mb
+from .seccomp import docker_profile
 
-__all__ = ["DockerSandbox", "docker_client", "reap_containers", "LABEL"]
+__all__ = ["DockerSandbox", "docker_client", "reap_containers", "docker_runtimes", "LABEL"]
 
 LABEL = "forage.sandbox"
 """Every container we start carries this label (plus ``forage.owner`` = the owner's pid and start time)."""
@@ -59,6 +61,24 @@ def docker_client():
                                          "run scripts/setup.sh or `forage sandbox build` to start one") from None
             _client, _client_pid = client, os.getpid()
         return _client
+
+
+def docker_runtimes(client=None) -> list[str]:
+    """The OCI runtimes the docker daemon offers (``runc``, and ``runsc`` when gVisor is installed)."""
+    client = client or docker_client()
+    return sorted((client.info().get("Runtimes") or {}).keys())
+
+
+def _remove_labelled(client, labels: list[str]) -> int:
+    """Force-remove every container carrying all ``labels`` (``key=value``); return how many."""
+    removed = 0
+    for c in client.containers.list(all=True, filters={"label": labels}):
+        try:
+            c.remove(force=True)
+            removed += 1
+        except Exception:
+            pass
+    return removed
 
 
 def reap_containers(only_dead_owners: bool = True, client=None) -> int:
@@ -148,12 +168,18 @@ class _AttachedProcess(_Process):
 
 
 class DockerSandbox(Sandbox):
-    """Code runs in a docker container: no network, read-only root, tmpfs ``/work`` and ``/tmp``,
-    uid 1000, no capabilities, no new privileges, memory/pids/CPU limits. The interpreter is the
-    container's main process, reached through docker's attach stream; a restart is a new container.
+    """Code runs in a docker container: no network, read-only root, tmpfs ``/work``, ``/tmp`` and
+    ``/dev/shm``, uid 1000, no capabilities, no new privileges, our seccomp profile (:mod:`.seccomp`),
+    memory/pids/CPU/open-file limits. The interpreter is the container's main process, reached
+    through docker's attach stream; a restart is a new container.
 
     ``config.image`` names another image (it needs ``python3``); default: the built
-    ``forage-sandbox:<recipe>`` image (``forage sandbox build``).
+    ``forage-sandbox:<recipe>`` image (``forage sandbox build``). ``config.docker_runtime``
+    picks the OCI runtime, e.g. ``"runsc"`` (gVisor: a user-space kernel between the code and
+    the host kernel) when the daemon has it.
+
+    Every container carries the owner's labels; ``close()`` removes all containers labelled with
+    this sandbox's id, also one a cancelled start created after its caller stopped waiting.
     """
 
     backend = "docker"
@@ -166,10 +192,18 @@ class DockerSandbox(Sandbox):
             self.client.images.get(self.image)
         except Exception:
             raise SandboxUnavailable(f"docker image {self.image!r} is missing: run `forage sandbox build`") from None
+        runtime = self.config.docker_runtime
+        if runtime is not None and runtime not in docker_runtimes(self.client):
+            raise SandboxUnavailable(f"the docker daemon has no runtime {runtime!r} "
+                                     f"(it has {', '.join(docker_runtimes(self.client))}); install gVisor for runsc")
+        self._starts: set[asyncio.Future] = set()
         global _reaped
         if not _reaped:
             _reaped = True
             reap_containers(client=self.client)
+
+    def _labels(self) -> list[str]:
+        return [f"forage.owner={owner_label()}", f"forage.sandbox.id={self.id}"]
 
     def _create(self):
         c = self.config
@@ -180,10 +214,11 @@ class DockerSandbox(Sandbox):
             user=f"{SANDBOX_UID}:{SANDBOX_UID}", working_dir="/work", environment=env, hostname="sandbox",
             network_mode="none", read_only=True,
             tmpfs={"/work": f"size={c.workdir_mb}m,mode=0755,uid={SANDBOX_UID},gid={SANDBOX_UID}",
-                   "/tmp": f"size={max(1, c.workdir_mb // 4)}m,mode=1777"},
+                   "/tmp": f"size={tmp_mb(c)}m,mode=1777"},
             mem_limit=f"{c.memory_mb}m", memswap_limit=f"{c.memory_mb}m", pids_limit=c.pids,
-            nano_cpus=int(c.cpus * 1e9), cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            ipc_mode="private", ulimits=[{"Name": "nofile", "Soft": 1024, "Hard": 1024}],
+            nano_cpus=int(c.cpus * 1e9), cap_drop=["ALL"],
+            security_opt=["no-new-privileges", f"seccomp={docker_profile()}"], runtime=c.docker_runtime,
+            ipc_mode="private", shm_size=f"{shm_mb(c)}m", ulimits=[{"Name": "nofile", "Soft": NOFILE, "Hard": NOFILE}],
             stdin_open=True, labels={LABEL: "1", "forage.owner": owner_label(), "forage.sandbox.id": self.id},
             log_config={"type": "none"},
         )
@@ -200,7 +235,39 @@ class DockerSandbox(Sandbox):
         return container, sock
 
     async def _spawn(self) -> _Process:
-        container, sock = await asyncio.to_thread(self._create_and_attach)
+        # The thread runs on when the caller is cancelled (a pool closing mid-recycle): shield it, and
+        # remove what it made if nobody is left to use it.
+        fut = asyncio.ensure_future(asyncio.to_thread(self._create_and_attach))
+        self._starts.add(fut)
+        fut.add_done_callback(self._starts.discard)
+        try:
+            container, sock = await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            fut.add_done_callback(self._discard_start)
+            raise
+        if self.closed:
+            await asyncio.to_thread(self._discard, container, sock)
+            raise SandboxError(f"{self.id} was closed while starting")
         sock.setblocking(False)
         reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
         return _AttachedProcess(self, container, sock, reader, writer)
+
+    @staticmethod
+    def _discard(container, sock) -> None:
+        try:
+            sock.close()
+        except Exception:
+            pass
+        try:
+            container.remove(force=True)
+        except Exception:
+            pass
+
+    def _discard_start(self, fut: asyncio.Future) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            threading.Thread(target=self._discard, args=fut.result(), daemon=True).start()
+
+    async def _cleanup(self) -> None:
+        if self._starts:  # let starts in flight finish, so the label sweep below sees their containers
+            await asyncio.wait(list(self._starts), timeout=30)
+        await asyncio.to_thread(_remove_labelled, self.client, self._labels())

@@ -10,6 +10,7 @@ other process is killed after each call, so nothing keeps running between calls.
 
 import _ast  # the C node types: ``import ast`` would cost ~15 ms at every start
 import builtins
+import gc
 import json
 import os
 import signal
@@ -58,26 +59,92 @@ def _send(f, obj):
     f.write(_HDR.pack(len(data)) + data)
 
 
-class _Capture(threading.Thread):
-    """Drain one pipe, keeping at most ``limit`` bytes and counting the rest."""
+class _Drain(threading.Thread):
+    """Drain one capture pipe for the whole life of the server, splitting its bytes into calls.
 
-    def __init__(self, fd, limit):
+    The pipe's write end stays on fd 1 (or 2) across calls, so a call needs no new file
+    descriptor (code that used up the fd limit cannot break the next call). A call ends when
+    the server writes a random marker after every other process is gone: what came before it
+    is that call's output, at most ``limit`` bytes kept and the rest counted.
+    """
+
+    def __init__(self, read_fd):
         super().__init__(daemon=True)
-        self.fd, self.limit, self.kept, self.dropped = fd, limit, bytearray(), 0
+        self.fd = read_fd
+        self.cond = threading.Condition()
+        self.begin(16384)
+
+    def begin(self, limit):
+        with self.cond:
+            self.limit, self.kept, self.dropped = limit, bytearray(), 0
+            self.marker, self.pending, self.done = None, bytearray(), False
+
+    def _keep(self, data):
+        room = self.limit - len(self.kept)
+        if room > 0:
+            self.kept += data[:room]
+        self.dropped += max(0, len(data) - max(room, 0))
+
+    def _feed(self, chunk):
+        if self.done:
+            return  # after the marker: a leftover writer of the last call; nobody reads it
+        if self.marker is None:
+            self._keep(chunk)
+            return
+        self.pending += chunk
+        at = self.pending.find(self.marker)
+        if at >= 0:
+            self._keep(bytes(self.pending[:at]))
+            self.pending = bytearray()
+            self.done = True
+            self.cond.notify_all()
+        elif len(self.pending) > len(self.marker):
+            cut = len(self.pending) - len(self.marker)
+            self._keep(bytes(self.pending[:cut]))
+            del self.pending[:cut]
 
     def run(self):
         while True:
             try:
                 chunk = os.read(self.fd, 65536)
+            except InterruptedError:
+                continue
             except OSError:
-                break
+                return
             if not chunk:
-                break
-            room = self.limit - len(self.kept)
-            if room > 0:
-                self.kept += chunk[:room]
-            self.dropped += max(0, len(chunk) - max(room, 0))
-        os.close(self.fd)
+                return
+            with self.cond:
+                self._feed(chunk)
+
+    def finish(self, write_fd, timeout):
+        """Mark the end of the call on ``write_fd``; return (kept bytes, dropped count)."""
+        marker = b"\0forage-end-" + os.urandom(12).hex().encode() + b"\0"
+        with self.cond:
+            self.marker = marker
+            if self.pending:  # cannot hold the marker yet: it is written below
+                self._keep(bytes(self.pending))
+                self.pending = bytearray()
+        try:
+            os.write(write_fd, marker)
+        except OSError:
+            pass
+        with self.cond:
+            self.cond.wait_for(lambda: self.done, timeout)
+            self.done = True
+            return bytes(self.kept), self.dropped
+
+
+_DRAINS = []  # (drain, write fd) for stdout and stderr, made by _open_capture()
+
+
+def _open_capture():
+    """Point fds 1 and 2 at two capture pipes for good and start their drains."""
+    for target in (1, 2):
+        r, w = os.pipe()
+        os.dup2(w, target)
+        d = _Drain(r)
+        d.start()
+        _DRAINS.append((d, w))
 
 
 def _kill_strays():
@@ -122,17 +189,27 @@ def _run_cell(code, ns):
     return 0
 
 
+def _print_exception():
+    etype, value, tb = sys.exc_info()
+    while tb is not None and tb.tb_frame.f_code.co_filename != "<cell>":
+        tb = tb.tb_next  # hide this server's frames
+    try:
+        import traceback
+
+        traceback.print_exception(etype, value, tb)
+    except Exception:  # e.g. no file descriptor left to import with: the C printer needs none
+        sys.__excepthook__(etype, value.with_traceback(tb), tb)
+
+
 def _exec(req, ns):
     limit = int(req.get("limit", 16384))
-    pipes = [os.pipe(), os.pipe()]
-    saved = [os.dup(1), os.dup(2)]
-    caps = [_Capture(r, limit) for r, _ in pipes]
-    for c in caps:
-        c.start()
-    os.dup2(pipes[0][1], 1)
-    os.dup2(pipes[1][1], 2)
-    for _, w in pipes:
-        os.close(w)
+    for d, w in _DRAINS:
+        d.begin(limit)
+    for target, (_, w) in zip((1, 2), _DRAINS):
+        try:
+            os.dup2(w, target)  # code may have closed or replaced fd 1/2; dup2 needs no free slot
+        except OSError:
+            pass
     sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
     sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
     status, exit_code = "ok", 0
@@ -145,12 +222,7 @@ def _exec(req, ns):
             print(e.code, file=sys.stderr)
         status = "ok" if exit_code == 0 else "error"
     except BaseException:
-        import traceback
-
-        etype, value, tb = sys.exc_info()
-        while tb is not None and tb.tb_frame.f_code.co_filename != "<cell>":
-            tb = tb.tb_next  # hide this server's frames
-        traceback.print_exception(etype, value, tb)
+        _print_exception()
         status, exit_code = "error", 1
     duration = time.perf_counter() - started
     for s in (sys.stdout, sys.stderr):
@@ -161,24 +233,25 @@ def _exec(req, ns):
     if os.getpid() != SERVER_PID:  # a child forked by the cell reached its end: it must not serve
         os._exit(exit_code if isinstance(exit_code, int) else 1)
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-    os.dup2(saved[0], 1)
-    os.dup2(saved[1], 2)
-    for fd in saved:
-        os.close(fd)
-    _kill_strays()  # children holding the pipes open die here, so the readers reach EOF
-    for c in caps:
-        c.join(2.0)
-    out = [bytes(c.kept).decode("utf-8", "replace") for c in caps]
-    dropped = [c.dropped for c in caps]
+    _kill_strays()  # nothing else writes to the pipes once the end marker is written
+    out, dropped = [], []
+    for d, w in _DRAINS:
+        kept, n = d.finish(w, 2.0)
+        out.append(kept.decode("utf-8", "replace"))
+        dropped.append(n)
     return {"status": status, "exit_code": exit_code, "stdout": out[0], "stderr": out[1],
             "stdout_dropped": dropped[0], "stderr_dropped": dropped[1], "duration": duration}
 
 
 def _wipe_workdir():
-    import shutil
+    try:
+        import shutil
 
-    os.chdir(WORKDIR)
-    for name in os.listdir(WORKDIR):
+        os.chdir(WORKDIR)
+        names = os.listdir(WORKDIR)
+    except (OSError, ImportError):  # no fd left (the dropped namespace's files close at the next collection)
+        return
+    for name in names:
         path = os.path.join(WORKDIR, name)
         try:
             if os.path.isdir(path) and not os.path.islink(path):
@@ -191,6 +264,7 @@ def _wipe_workdir():
 
 def main():
     pin, pout = _open_protocol()
+    _open_capture()
     ns = _fresh_namespace()
     _send(pout, {"ready": True, "pid": os.getpid(), "python": sys.version.split()[0]})
     while True:
@@ -203,6 +277,7 @@ def main():
         elif op == "reset":
             _kill_strays()
             ns = _fresh_namespace()
+            gc.collect()  # close the files the old namespace held, so the wipe has fds to work with
             _wipe_workdir()
             reply = {"status": "ok"}
         elif op == "ping":
