@@ -257,6 +257,36 @@ def test_weight_push_changes_what_the_server_serves(url):
     assert d["restored~old"] < LOGPROB_MEAN_TOL and sync.version == 0
 
 
+def test_a_push_that_cannot_be_applied_leaves_the_last_good_weights_served(url):
+    """Wrong shapes, unknown or missing tensors are refused with the reason; the last good push stays served."""
+    import torch
+
+    from forage.agents.vllm_weights import VLLMWeightSync, WeightSyncError
+
+    ids = tokenizer()("The capital of France is Paris. The capital of Italy is Rome.")["input_ids"]
+    original = hf_model()
+    changed = _scaled_copy(original, 0.5)
+    ref_new = np.array(sequence_logprobs(changed, ids))
+    quarter = {k: v.clone() for k, v in _scaled_copy(original, 0.25).state_dict().items()}
+    wrong_shape = dict(quarter, **{"model.norm.weight": torch.ones(7)})   # loads after every decoder layer
+    unknown = dict(quarter, **{"model.layers.0.mlp.extra.weight": torch.ones(3)})
+    missing = {k: v for k, v in quarter.items() if k != "model.layers.5.self_attn.q_proj.weight"}
+    sync = VLLMWeightSync(url)
+    try:
+        sync.push(changed, version=1)
+        for bad, why in ((wrong_shape, "wrong shape.*model.norm.weight"), (unknown, "does not have"),
+                         (missing, "missing.*q_proj")):
+            with pytest.raises(WeightSyncError, match=f"refused.*{why}"):
+                sync.push(bad, version=2)
+        assert sync.version == 1
+        served = _served_prompt_logprobs(url, ids)
+    finally:
+        sync.push(original, version=0)
+    d = float(np.abs(served - ref_new)[1:].mean())
+    print(f"after refused pushes: mean |served - last good| log-prob {d:.4f}")
+    assert d < LOGPROB_MEAN_TOL and sync.version == 0
+
+
 def test_trainer_rolls_out_on_vllm_with_pushed_weights(url, tmp_path):
     """rollout.backend vllm: before each rollout the trainer pushes its weights; episodes carry its log-probs."""
     import torch

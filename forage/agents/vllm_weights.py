@@ -2,9 +2,10 @@
 
 The server side is a vLLM *worker extension* (``--worker-extension-cls``) that adds one method to
 every worker, :meth:`WeightSyncExtension.forage_load_weights`, which reads a safetensors file of
-Hugging Face-named tensors and hands them to the served model's own ``load_weights`` (which maps HF
-names onto vLLM's fused layers). The trainer side, :class:`VLLMWeightSync`, writes that file and calls
-the method through vLLM's ``/collective_rpc`` endpoint, then drops the prefix cache (its KV entries
+Hugging Face-named tensors and reloads the served model from them through vLLM's own in-place reload
+(``Worker.reload_weights``: the model's ``load_weights`` maps HF names onto vLLM's fused layers, then
+each layer's post-load processing, such as the CPU backend's weight repacking, is redone). The trainer
+side, :class:`VLLMWeightSync`, writes that file and calls the method through vLLM's ``/collective_rpc`` endpoint, then drops the prefix cache (its KV entries
 were computed with the old weights). Both endpoints exist only in vLLM's dev mode
 (``VLLM_SERVER_DEV_MODE=1``): ``VLLMServer(..., weight_sync=True)`` sets it and the extension, and
 binds to 127.0.0.1; do not expose such a server to an untrusted network.
@@ -15,7 +16,9 @@ mount via ``tmp_dir``). Full-parameter models only: merge LoRA adapters before p
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -33,19 +36,133 @@ class WeightSyncError(RuntimeError):
 
 
 class WeightSyncExtension:
-    """Mixed into vLLM's worker class: loads HF-named tensors from a safetensors file into the model."""
+    """Mixed into vLLM's worker class: reloads the served model from a safetensors file of HF-named tensors.
+
+    The load goes through vLLM's own in-place reload (``Worker.reload_weights``), which restores each layer's
+    checkpoint-format parameters, loads the tensors and then re-runs the layer's post-load processing. That
+    matters on CPUs: vLLM's CPU backend repacks every linear weight for the CPU's own GEMM kernel (oneDNN on
+    AVX-512 machines, AMX kernels on Intel, zentorch on AMD Zen builds) and empties the original parameter, so a
+    plain ``model.load_weights`` finds size-0 tensors on some machines and silently stale kernels on others.
+
+    A push that fails leaves the server on the weights it served before: the last good push (kept as a file
+    beside the server) or, before any push, the model folder it was started from, is reloaded.
+    """
 
     def forage_load_weights(self, path: str) -> dict:
         """Load ``path`` (safetensors) into the served model; returns how many tensors were read."""
-        import torch
         from safetensors.torch import load_file
 
         tensors = load_file(path)
-        runner = self.model_runner  # type: ignore[attr-defined]
-        model = runner.get_model() if hasattr(runner, "get_model") else runner.model
-        with torch.no_grad():
-            loaded = model.load_weights(weights=tensors.items())
-        return {"tensors": len(tensors), "loaded": len(loaded) if loaded is not None else None}
+        problem = self._forage_check(tensors)
+        if problem:
+            raise RuntimeError(f"weight push refused: {problem}; the server still serves its previous weights")
+        try:
+            self._forage_reload(tensors.items())
+        except Exception as e:
+            rolled = self._forage_roll_back()
+            raise RuntimeError(f"weight push not applied ({type(e).__name__}: {e}); the server {rolled}") from e
+        self._forage_keep_last_good(path)
+        return {"tensors": len(tensors)}
+
+    def _forage_check(self, tensors: Mapping[str, Any]) -> str | None:
+        """Why ``tensors`` cannot replace the served checkpoint (names, shapes, dtypes), or None."""
+        expected = _checkpoint_shapes(self.vllm_config.model_config)  # type: ignore[attr-defined]
+        bad_dtype = sorted(k for k, v in tensors.items() if not v.is_floating_point())
+        if bad_dtype:
+            return f"{len(bad_dtype)} tensors are not floating point (e.g. {bad_dtype[0]})"
+        if expected is None:   # not a local safetensors folder: vLLM's loaders check what they can
+            return None
+        tied = bool(getattr(self.vllm_config.model_config.hf_config, "tie_word_embeddings", False))  # type: ignore[attr-defined]
+        unknown = sorted(k for k in tensors if k not in expected and not (tied and k == "lm_head.weight"))
+        missing = sorted(k for k in expected if k not in tensors)
+        wrong = sorted(k for k, v in tensors.items() if k in expected and tuple(v.shape) != expected[k])
+        if unknown:
+            return f"{len(unknown)} tensors the served model does not have (e.g. {unknown[0]})"
+        if missing:
+            return f"{len(missing)} of the model's tensors are missing (e.g. {missing[0]}): push a full state dict"
+        if wrong:
+            k = wrong[0]
+            return (f"{len(wrong)} tensors have the wrong shape (e.g. {k}: {tuple(tensors[k].shape)}, "
+                    f"the model has {expected[k]})")
+        return None
+
+    def _forage_reload(self, weights: Any) -> None:
+        reload = getattr(self, "reload_weights", None)
+        if reload is None:
+            raise RuntimeError("this vLLM has no in-place weight reload (Worker.reload_weights); a plain "
+                               "load_weights would miss the kernels' repacked weights: upgrade vLLM")
+        reload(weights_iterator=iter(list(weights)), is_checkpoint_format=True)
+
+    def _forage_roll_back(self) -> str:
+        last = getattr(self, "_forage_last_good", None)
+        try:
+            _abandon_layerwise_reload(self.model_runner.get_model(),  # type: ignore[attr-defined]
+                                      self.vllm_config.model_config)  # type: ignore[attr-defined]
+            if last is not None:
+                from safetensors.torch import load_file
+
+                self._forage_reload(load_file(last).items())
+                return "still serves the last weights pushed successfully"
+            self.reload_weights(is_checkpoint_format=True)  # type: ignore[attr-defined]
+            return "still serves the weights it was started with"
+        except Exception as e:  # the model is now in an unknown state: say so
+            return f"could not restore its previous weights ({type(e).__name__}: {e}); restart it"
+
+    def _forage_keep_last_good(self, path: str) -> None:
+        keep_dir = Path(tempfile.gettempdir()) / f"forage-vllm-{os.getpid()}"
+        if not keep_dir.exists():
+            _remove_stale_keep_dirs()
+            keep_dir.mkdir(mode=0o700)
+            atexit.register(shutil.rmtree, keep_dir, True)
+        keep = keep_dir / f"last-good-rank{getattr(self, 'rank', 0)}.safetensors"
+        tmp = keep.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(path, tmp)      # the trainer deletes its file after the push; a link keeps the data
+        except OSError:
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, keep)
+        self._forage_last_good = str(keep)
+
+
+def _checkpoint_shapes(model_config: Any) -> dict[str, tuple[int, ...]] | None:
+    """Names and shapes of the tensors in the served model's safetensors files (headers only), or None."""
+    folder = Path(str(model_config.model))
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        return None
+    from safetensors import safe_open
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for f in files:
+        with safe_open(str(f), framework="pt") as st:
+            for k in st.keys():
+                shapes[k] = tuple(st.get_slice(k).get_shape())
+    return shapes
+
+
+def _abandon_layerwise_reload(model: Any, model_config: Any) -> None:
+    """After a reload that raised half-way: drop what it buffered and put the layers' kernel tensors back."""
+    from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
+    from vllm.model_executor.model_loader.reload.layerwise import get_layerwise_info
+
+    for layer in model.modules():
+        info = get_layerwise_info(layer)
+        if info.can_load() and info.kernel_tensors is not None:
+            info.loaded_weights.clear()
+            info.load_numel = 0
+    finalize_layerwise_reload(model, model_config)
+
+
+def _remove_stale_keep_dirs() -> None:
+    """Delete the last-good folders of vLLM workers that are gone (killed before their atexit ran)."""
+    for d in Path(tempfile.gettempdir()).glob("forage-vllm-*"):
+        try:
+            os.kill(int(d.name.rsplit("-", 1)[1]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except (ValueError, PermissionError):
+            pass
 
 
 class VLLMWeightSync:
