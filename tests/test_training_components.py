@@ -1,20 +1,16 @@
-"""Replay buffer, schedules, bonuses, budget allocation and packing."""
+"""Replay buffer, schedules and packing (reward shaping and the budget: test_training_shaping.py)."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 
 from forage.agents.trajectory import Trajectory
 from forage.training.advantages import group_stats
-from forage.training.bonuses import GlobalNovelty, OTCTracker, episodic_novelty, otc_reward
-from forage.training.budget import TaskStats, allocate, zero_variance_groups
-from forage.training.config import BudgetConfig, CurriculumConfig, ReplayConfig, ScheduleConfig
+from forage.training.config import ReplayConfig, ScheduleConfig
 from forage.training.packing import collate, pack_by_tokens
 from forage.training.replay import ReplayBuffer
-from forage.training.schedules import EntropyScaler, Schedule, tool_call_reward
+from forage.training.schedules import Schedule
 
 
 def _traj(task: str, reward: float, n: int = 4, calls: list | None = None) -> Trajectory:
@@ -87,57 +83,6 @@ def test_schedules():
     assert lin(0) == 0.0 and lin(2) == 1.0 and lin(7) == pytest.approx(0.5) and lin(100) == 0.0
     with pytest.raises(ValueError):
         Schedule(ScheduleConfig(kind="zigzag"))(0)
-
-
-def test_tool_call_reward_curriculum():
-    cfg = CurriculumConfig(tool_call_reward=True, per_call=0.1, only_failed=True)
-    assert tool_call_reward(3, 0.0, 0, cfg) == pytest.approx(0.3)
-    assert tool_call_reward(30, 0.0, 0, cfg) == pytest.approx(1.0)
-    assert tool_call_reward(3, 0.0, 100, cfg) == pytest.approx(0.15)
-    assert tool_call_reward(3, 0.0, 200, cfg) == 0.0
-    assert tool_call_reward(3, 1.0, 0, cfg) == 0.0  # solved episodes get no tool bonus
-    cfg.only_failed = False
-    assert tool_call_reward(3, 1.0, 0, cfg) == pytest.approx(0.3)
-    sc = EntropyScaler(target=2.0, gain=1.0)
-    assert sc.factor() == 1.0
-    sc.observe(1.0)
-    assert sc.factor() == pytest.approx(1.5)
-    sc.observe(5.0)
-    assert sc.factor() == 0.0
-
-
-def test_novelty_bonuses_and_otc():
-    t1 = _traj("a", 0.0, calls=["Ann", "Ann", "Bob"])
-    assert episodic_novelty(t1) == pytest.approx(4 / 6)  # 2 distinct of 3 calls, 2 distinct of 3 outputs
-    assert episodic_novelty(_traj("a", 0.0)) == 0.0
-    g = GlobalNovelty()
-    first = g(_traj("a", 0, calls=["Zed"]))
-    second = g(_traj("a", 0, calls=["Zed"]))
-    assert first == 1.0 and second == pytest.approx(1 / math.sqrt(2))
-    g2 = GlobalNovelty()
-    g2.load_state_dict(g.state_dict())
-    assert g2(_traj("a", 0, calls=["Zed"]), update=False) == pytest.approx(1 / math.sqrt(3))
-    assert otc_reward(2, 2) == pytest.approx(1.0)
-    assert otc_reward(4, 2) < 1.0 and otc_reward(1, 2) < 1.0 and otc_reward(0, 0) == 1.0
-    assert otc_reward(1, 0) > otc_reward(3, 0)
-    otc = OTCTracker()
-    assert otc("t", 3, True) == pytest.approx(1.0)   # the best seen so far
-    assert otc("t", 1, True) == pytest.approx(1.0)   # fewer calls: new optimum
-    assert otc("t", 3, True) < 1.0                   # now 3 calls is wasteful
-    assert otc("t", 1, False) == 0.0
-
-
-def test_zero_variance_and_knapsack_allocation():
-    assert zero_variance_groups([1, 1, 0, 1, 0.5, 0.5], ["a", "a", "b", "b", "c", "c"]) == {"a", "c"}
-    stats = TaskStats(prior=1.0)
-    for _ in range(20):
-        stats.update("easy", 1.0)
-        stats.update("hard", 0.0)
-    for i in range(20):
-        stats.update("mid", float(i % 2))
-    alloc = allocate(["easy", "hard", "mid"], 12, stats, BudgetConfig(min_group=2, max_group=8))
-    assert sum(alloc.values()) == 12 and min(alloc.values()) >= 2
-    assert alloc["mid"] > alloc["easy"] and alloc["mid"] > alloc["hard"] and alloc["mid"] <= 8
 
 
 def test_pack_by_tokens_and_collate():

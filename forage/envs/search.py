@@ -106,6 +106,18 @@ class _SearchEnvBase(ToolEnv):
     def make_tools(self) -> Iterable[Tool]:
         return [make_search_tool(self.backend, self.max_k, self.default_k, timeout=self.search_timeout), answer_tool()]
 
+    async def areset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """As :meth:`ToolEnv.areset`; ``options["train_step"]`` (the trainer's step) goes to :meth:`set_train_step`."""
+        if options and options.get("train_step") is not None:
+            self.set_train_step(int(options["train_step"]))
+        return await super().areset(seed=seed, options=options)
+
+    def set_train_step(self, step: int) -> None:
+        """Tell the backend the trainer's step (the simulated engine's noise curriculum follows it)."""
+        setter = getattr(self.backend, "set_step", None)
+        if callable(setter):
+            setter(int(step))
+
     def _tool_use(self, ep: Episode) -> float:
         return 1.0 if ep.state.get("searches", 0) > 0 else 0.0
 

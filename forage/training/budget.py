@@ -1,12 +1,23 @@
-"""Rollout budget: drop zero-variance groups and spread samples over tasks (Knapsack-RL idea)."""
+"""Rollout budget: drop zero-variance groups, and Knapsack-RL's allocation of samples over tasks.
+
+Knapsack-RL (Li et al. 2025, "Knapsack RL: Unlocking Exploration of LLMs via Optimizing Budget
+Allocation") gives a task with success rate p and N rollouts the value
+
+    Value(N, p) = (1 - p^N - (1 - p)^N) · p(1 - p)^2
+
+(the chance that the group is not all-equal, i.e. carries a GRPO gradient, times InfoGain(p) ≈
+p(1 - p)^2) and maximises the total value under the sample budget. Value is concave in N, so
+handing out samples one at a time to the largest marginal gain is the knapsack optimum.
+"""
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Hashable, Sequence
 
 from .config import BudgetConfig
 
-__all__ = ["zero_variance_groups", "TaskStats", "allocate"]
+__all__ = ["zero_variance_groups", "TaskStats", "allocate", "task_value", "info_gain"]
 
 
 def zero_variance_groups(rewards: Sequence[float], groups: Sequence[Hashable], tol: float = 1e-8) -> set[Hashable]:
@@ -18,55 +29,80 @@ def zero_variance_groups(rewards: Sequence[float], groups: Sequence[Hashable], t
 
 
 class TaskStats:
-    """Per-task success counts (Beta posterior mean with a symmetric prior)."""
+    """Per-task success rate from the task's last ``window`` rollout groups (older ones are forgotten).
 
-    def __init__(self, prior: float = 1.0) -> None:
-        self.prior = prior
-        self.succ: dict[str, float] = {}
-        self.tries: dict[str, float] = {}
+    Knapsack-RL estimates p from the previous epoch's rollouts of the prompt (window 1). ``prior``
+    adds pseudo-successes and pseudo-failures; a task never rolled out has p = 1/2.
+    """
+
+    def __init__(self, prior: float = 0.0, window: int = 1) -> None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.window = int(window)
+        self.prior = float(prior)
+        self.groups: dict[str, deque[tuple[float, float]]] = {}
+
+    def record(self, groups: Sequence[str], successes: Sequence[float]) -> None:
+        """Add one step's episodes: one (successes, tries) entry per task in the batch."""
+        agg: dict[str, list[float]] = {}
+        for g, s in zip(groups, successes):
+            a = agg.setdefault(str(g), [0.0, 0.0])
+            a[0] += float(s > 0)
+            a[1] += 1.0
+        for g, (succ, tries) in agg.items():
+            self.groups.setdefault(g, deque(maxlen=self.window)).append((succ, tries))
 
     def update(self, task: str, success: float) -> None:
-        self.succ[task] = self.succ.get(task, 0.0) + float(success)
-        self.tries[task] = self.tries.get(task, 0.0) + 1.0
+        """Replaced by :meth:`record` (one call per step with all its episodes)."""
+        raise AttributeError("TaskStats.update(task, success) is gone: call record(groups, successes) once per "
+                             "step with the step's episodes (the estimate keeps each task's last `window` groups)")
 
     def p(self, task: str) -> float:
         """Estimated success rate of ``task``."""
-        return (self.succ.get(task, 0.0) + self.prior) / (self.tries.get(task, 0.0) + 2 * self.prior)
+        entries = self.groups.get(str(task))
+        succ = sum(s for s, _ in entries) if entries else 0.0
+        tries = sum(n for _, n in entries) if entries else 0.0
+        if tries + 2 * self.prior <= 0:
+            return 0.5
+        return (succ + self.prior) / (tries + 2 * self.prior)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"succ": dict(self.succ), "tries": dict(self.tries)}
+        return {"window": self.window, "groups": {g: [list(e) for e in d] for g, d in self.groups.items()}}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
-        self.succ, self.tries = dict(d.get("succ", {})), dict(d.get("tries", {}))
+        self.groups = {g: deque((tuple(e) for e in es), maxlen=self.window) for g, es in d.get("groups", {}).items()}
 
 
-def _value(p: float, n: int) -> float:
-    """Expected gradient 'value' of n samples: P(group not all-equal) * p(1-p)."""
+def info_gain(p: float) -> float:
+    """Knapsack-RL's InfoGain(p) ≈ p(1 - p)^2 (the expected rise of the success rate after a step)."""
+    return p * (1.0 - p) ** 2
+
+
+def task_value(p: float, n: int) -> float:
+    """Knapsack-RL's Value(n, p) = P(the n rewards are not all equal) · InfoGain(p)."""
     if n <= 0:
         return 0.0
-    return (1.0 - p ** n - (1.0 - p) ** n) * p * (1.0 - p)
+    return (1.0 - p ** n - (1.0 - p) ** n) * info_gain(p)
 
 
 def allocate(tasks: Sequence[str], total: int, stats: TaskStats, cfg: BudgetConfig) -> dict[str, int]:
-    """Samples per task summing to ``total``: each gets ``min_group``, the rest go greedily to the
-    largest marginal value (tasks still being learned, p near 1/2), capped at ``max_group``."""
+    """Samples per task summing to ``total`` (if the caps allow): each gets ``min_group``, the rest go
+    one by one to the largest marginal value, capped at ``max_group``. Once no task gains (every
+    estimate is 0 or 1), the leftover goes to the lowest estimated success rate first, as
+    Knapsack-RL's fallback hands spare budget to unsolved tasks."""
     tasks = list(dict.fromkeys(tasks))
     if not tasks:
         return {}
     lo = max(1, min(cfg.min_group, total // len(tasks)))
     alloc = {t: lo for t in tasks}
+    ps = {t: stats.p(t) for t in tasks}
     left = total - lo * len(tasks)
     while left > 0:
-        best, gain = None, -1.0
-        for t in tasks:
-            if alloc[t] >= cfg.max_group:
-                continue
-            p = stats.p(t)
-            g = _value(p, alloc[t] + 1) - _value(p, alloc[t])
-            if g > gain + 1e-12:
-                best, gain = t, g
-        if best is None:
+        open_ = [t for t in tasks if alloc[t] < cfg.max_group]
+        if not open_:
             break
+        gains = {t: task_value(ps[t], alloc[t] + 1) - task_value(ps[t], alloc[t]) for t in open_}
+        best = max(open_, key=lambda t: (round(gains[t], 12), -ps[t], -alloc[t]))
         alloc[best] += 1
         left -= 1
     return alloc

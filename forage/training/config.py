@@ -6,7 +6,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Literal, get_type_hints
 
 __all__ = [
     "ModelConfig", "LoraConfig", "RolloutConfig", "AlgoConfig", "CovConfig", "ReplayConfig",
@@ -17,6 +17,11 @@ __all__ = [
 
 class ConfigError(ValueError):
     """A config file has an unknown key or a value of the wrong kind."""
+
+
+def _need(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {msg}")
 
 
 @dataclass
@@ -133,39 +138,77 @@ class ReplayConfig:
 
 @dataclass
 class CurriculumConfig:
-    """SPEAR's tool-call reward curriculum, optionally driven by the measured entropy."""
+    """SPEAR's tool-call reward curriculum (its two rules), optionally scaled by the measured entropy.
+
+    k = the episode's tool calls without the final answer call. ``rule`` ``all`` (SPEAR's Qwen2.5
+    and agent scripts): every episode gets min(cap, per_call·k)·schedule(t); ``qwen3`` (SPEAR's
+    Qwen3 scripts): a failed episode gets min(cap, per_call·k)·schedule(t), a successful one
+    cap·1[k > 0]·schedule(t). SPEAR's schedule: (cos(πt/T)+1)/2 for t ≤ T = 200, then 0.
+    """
 
     tool_call_reward: bool = False
-    per_call: float = 0.1                 # r = min(cap, per_call * calls) * schedule(t)
+    rule: Literal["all", "qwen3"] = "all"
+    per_call: float = 0.1
     cap: float = 1.0
-    only_failed: bool = True              # only for episodes whose task reward <= 0
     schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(kind="cosine_decay", value=1.0, period=200))
     entropy_target: float | None = None   # set: scale the tool reward by the entropy gap
     entropy_gain: float = 1.0
 
+    def check(self, where: str) -> None:
+        _need(self.per_call >= 0, f"{where}.per_call", f"must be >= 0, got {self.per_call}")
+        _need(self.cap >= 0, f"{where}.cap", f"must be >= 0, got {self.cap}")
+        _need(self.entropy_target is None or self.entropy_target > 0, f"{where}.entropy_target",
+              f"must be > 0 or null, got {self.entropy_target}")
+        _need(self.entropy_gain >= 0, f"{where}.entropy_gain", f"must be >= 0, got {self.entropy_gain}")
+
 
 @dataclass
 class BonusConfig:
-    """Exploration bonuses and the OTC tool-efficiency reward, as named reward components."""
+    """Exploration bonuses and OTC's tool efficiency (see :mod:`forage.training.shaping`).
+
+    The novelty weights and an ``add``-mode OTC weight are scaled by ``schedule``. ``otc_mode``
+    ``multiply`` is OTC-GRPO's reward: a correct episode's task reward r becomes otc·r_tool·r
+    (``otc`` is OTC's α); ``add`` adds otc·schedule·r_tool to correct episodes instead.
+    """
 
     episodic_novelty: float = 0.0
     global_novelty: float = 0.0
-    novelty_product: float = 0.0
-    otc: float = 0.0                      # OTC weight on correct answers (fewer calls score higher)
-    otc_c: float = 1.0
+    novelty_product: float = 0.0          # per key: episodic x global, then combined (Henaff et al. 2023)
+    novelty_reduce: Literal["sum", "mean"] = "sum"   # combine the per-key bonuses of an episode
+    otc: float = 0.0                      # 0: off
+    otc_mode: Literal["multiply", "add"] = "multiply"
+    otc_c: float = 1.0                    # OTC's smoothing constant c (cos(m·π/(2m+c)) when the optimum is 0)
+    otc_history: bool = True              # the optimum is also the fewest calls seen at earlier steps
     success_key: str = "correct"
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def check(self, where: str) -> None:
+        for k in ("episodic_novelty", "global_novelty", "novelty_product", "otc"):
+            _need(getattr(self, k) >= 0, f"{where}.{k}", f"must be >= 0, got {getattr(self, k)}")
+        _need(self.otc_c > 0, f"{where}.otc_c", f"must be > 0, got {self.otc_c}")
 
 
 @dataclass
 class BudgetConfig:
-    """Rollout budget: zero-variance filtering and Knapsack-style allocation."""
+    """Rollout budget: zero-variance filtering and Knapsack-RL allocation (see :mod:`forage.training.budget`).
+
+    A task's success rate is estimated from its last ``window`` rollout groups (Knapsack-RL uses
+    the previous epoch's group, window 1), smoothed by ``prior`` pseudo-counts each way.
+    """
 
     filter_zero_variance: bool = True     # drop groups whose rewards are all equal from the PG loss
     knapsack: bool = False                # spread tasks_per_step*group_size samples by task value
     min_group: int = 2
     max_group: int = 16
-    prior: float = 1.0                    # Beta prior counts of the per-task success estimate
+    window: int = 1                       # rollout groups per task kept for the success estimate
+    prior: float = 0.0                    # Beta pseudo-counts added to successes and failures
+
+    def check(self, where: str) -> None:
+        _need(self.min_group >= 1, f"{where}.min_group", f"must be >= 1, got {self.min_group}")
+        _need(self.max_group >= self.min_group, f"{where}.max_group",
+              f"must be >= min_group ({self.max_group} < {self.min_group})")
+        _need(self.window >= 1, f"{where}.window", f"must be >= 1, got {self.window}")
+        _need(self.prior >= 0, f"{where}.prior", f"must be >= 0, got {self.prior}")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Curriculum schedules: scalars over training steps, SPEAR's tool-call reward, entropy-driven scaling."""
+"""Curriculum schedules: scalars over training steps, SPEAR's tool-call reward (two rules), entropy-driven scaling."""
 
 from __future__ import annotations
 
@@ -76,10 +76,20 @@ class EntropyScaler:
         self.last_entropy = d.get("last_entropy")
 
 
-def tool_call_reward(num_tool_calls: int, task_reward: float, step: int, cfg: CurriculumConfig,
+def tool_call_reward(num_tool_calls: int, success: float | bool, step: int, cfg: CurriculumConfig,
                      scale: float = 1.0) -> float:
-    """SPEAR's auxiliary reward: min(cap, per_call * calls) * schedule(step) (only for failed
-    episodes when ``only_failed``)."""
-    if not cfg.tool_call_reward or (cfg.only_failed and task_reward > 0):
+    """SPEAR's tool-call reward for one episode with k = ``num_tool_calls`` non-terminal calls.
+
+    ``rule`` all: min(cap, per_call·k)·schedule(step); ``qwen3``: that for a failure, and
+    cap·1[k > 0]·schedule(step) for a success (``success`` > 0). ``scale``: the entropy factor.
+    """
+    if not cfg.tool_call_reward:
         return 0.0
-    return min(cfg.cap, cfg.per_call * num_tool_calls) * Schedule(cfg.schedule)(step) * scale
+    k = max(0, int(num_tool_calls))
+    if cfg.rule == "qwen3" and success > 0:
+        base = cfg.cap * float(k > 0)
+    elif cfg.rule in ("all", "qwen3"):
+        base = min(cfg.cap, cfg.per_call * k)
+    else:
+        raise ValueError(f"curriculum.rule must be 'all' or 'qwen3', got {cfg.rule!r}")
+    return base * Schedule(cfg.schedule)(step) * scale

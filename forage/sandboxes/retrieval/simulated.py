@@ -1,8 +1,10 @@
 """A simulated search engine (the ZeroSearch idea): an LLM writes the documents, some deliberately noisy.
 
-The probability that a document is written to be *noisy* (plausible but unhelpful or misleading)
-follows a :class:`NoiseCurriculum` that rises over training, so the policy first learns to use
-the tool on easy, useful results and later learns to cope with a messy engine.
+As in ZeroSearch's code (``llm_agent/generation.py``), each *query* draws once whether its results
+are useful or noisy (plausible but unhelpful or misleading): all its documents are of that kind.
+The noise probability follows a :class:`NoiseCurriculum` of the trainer's step, which reaches the
+backend through ``set_step`` (the search envs call it on ``reset(options={"train_step": step})``),
+so the policy first learns to use the tool on useful results and later copes with a messy engine.
 """
 
 from __future__ import annotations
@@ -39,7 +41,10 @@ NOISY_PROMPT = (
 class NoiseCurriculum:
     """p_noise(step) rising from ``start`` to ``end`` over ``steps`` (exponential shape with base ``base``).
 
-    ``base`` > 1 keeps the noise low for longer, then raises it quickly; ``base`` = 1 is linear.
+    ZeroSearch's ``dynamic_threshold``: start + (base^(t/T) - 1)/(base - 1)·(end - start) with
+    t the trainer's step and T (``steps``) the run's total steps (ZeroSearch's
+    ``total_training_steps``), base 4. ``base`` > 1 keeps the noise low for longer, then raises it
+    quickly; ``base`` = 1 is linear.
     """
 
     start: float = 0.0
@@ -58,10 +63,11 @@ class SimulatedSearchBackend:
     """A search backend whose ``k`` documents per query are written by an LLM (``generate``).
 
     ``generate`` maps a list of prompts to a list of completions (sync or async). With
-    probability ``p_noise`` (fixed, or from ``curriculum`` at ``self.step``) a document is
-    written with :data:`NOISY_PROMPT`; each hit records it in ``Hit.id`` (``sim-useful-…`` /
-    ``sim-noisy-…``). ``answer_hints`` maps a query to a reference answer that the useful
-    prompt may mention (ZeroSearch gives the simulator the gold answer).
+    probability ``p_noise`` (fixed, or from ``curriculum`` at the trainer's step given to
+    :meth:`set_step`) a query's documents are all written with :data:`NOISY_PROMPT`, else all
+    with :data:`USEFUL_PROMPT` (one draw per query, as ZeroSearch does); each hit records its kind
+    in ``Hit.id`` (``sim-useful-…`` / ``sim-noisy-…``). ``answer_hints`` maps a query to a
+    reference answer that the useful prompt may mention (ZeroSearch gives the simulator the gold answer).
     """
 
     def __init__(self, generate: TextGenerator, *, p_noise: float = 0.0, curriculum: NoiseCurriculum | None = None,
@@ -76,8 +82,8 @@ class SimulatedSearchBackend:
         self.stats = {"useful": 0, "noisy": 0, "failed": 0}
 
     def set_step(self, step: int) -> float:
-        """Advance the curriculum to ``step``; returns the noise probability now in force."""
-        self.step = int(step)
+        """Put the curriculum at the trainer's ``step``; returns the noise probability now in force."""
+        self.step = max(0, int(step))
         return self.noise_probability()
 
     def noise_probability(self) -> float:
@@ -91,11 +97,11 @@ class SimulatedSearchBackend:
         prompts, kinds = [], []
         for q in queries:
             q = str(q).encode("utf-8", "replace").decode("utf-8")[:2000]
+            noisy = bool(self.rng.random() < p)   # one draw per query (ZeroSearch), not per document
+            hint = self.answer_hints.get(q)
+            hint_line = f"(The correct answer is: {hint})\n" if hint and not noisy else ""
             for _ in range(k):
-                noisy = bool(self.rng.random() < p)
                 kinds.append("noisy" if noisy else "useful")
-                hint = self.answer_hints.get(q)
-                hint_line = f"(The correct answer is: {hint})\n" if hint and not noisy else ""
                 prompts.append((NOISY_PROMPT if noisy else USEFUL_PROMPT).format(query=q, hint=hint_line))
         out = self.generate(prompts)
         if inspect.isawaitable(out):
