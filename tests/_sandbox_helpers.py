@@ -54,3 +54,37 @@ def make_pool(backend: str, **kwargs) -> SandboxPool:
     require(backend)
     kwargs.setdefault("config", TEST_CONFIG)
     return SandboxPool(backend, **kwargs)
+
+
+_UNISTD = {"x86_64": "/usr/include/x86_64-linux-gnu/asm/unistd_64.h", "aarch64": "/usr/include/asm-generic/unistd.h"}
+
+
+def kernel_syscall_numbers(arch: str) -> dict[str, int]:
+    """Syscall numbers of ``arch`` read from the kernel's own headers (linux-libc-dev); {} when not installed.
+
+    An oracle independent of libseccomp: ``#define __NR_name N`` (x86_64) or ``#define __NR_name N``
+    / ``__NR3264_name`` entries of asm-generic (aarch64).
+    """
+    import re
+    from pathlib import Path
+
+    path = Path(_UNISTD[arch])
+    if not path.exists():
+        return {}
+    text = path.read_text()
+    nums: dict[str, int] = {}
+    for name, value in re.findall(r"(?m)^#define __NR(?:3264)?_(\w+)\s+(\d+)\s*$", text):
+        nums.setdefault(name, int(value))
+    if arch == "aarch64":  # 64-bit names of the __NR3264_ aliases
+        for alias, target in re.findall(r"(?m)^#define __NR_(\w+)\s+__NR3264_(\w+)\s*$", text):
+            if target in nums:
+                nums.setdefault(alias, nums[target])
+    return nums
+
+
+def native_arch() -> str:
+    """This machine's architecture name as the syscall tables use it."""
+    import platform
+
+    m = platform.machine()
+    return {"arm64": "aarch64"}.get(m, m)
