@@ -58,6 +58,7 @@ def run(
     code: str = typer.Argument(..., help="Python code, or '-' to read it from stdin."),
     backend: str = typer.Option("bwrap", "--backend", "-b", help="docker, bwrap or local (unsafe)."),
     timeout: float = typer.Option(10.0, help="Seconds before the call is killed."),
+    runtime: str = typer.Option("", help="docker OCI runtime, e.g. runsc (gVisor); default: the daemon's."),
 ) -> None:
     """Run code once in a fresh sandbox and print what it printed."""
     import asyncio
@@ -69,6 +70,8 @@ def run(
 
     async def go():
         kwargs = {"unsafe": True} if backend == "local" else {}
+        if runtime:
+            kwargs["docker_runtime"] = runtime
         async with make_sandbox(backend, timeout=timeout, **kwargs) as sb:
             return await sb.run(src)
 
@@ -79,6 +82,30 @@ def run(
         raise typer.Exit(2)
     typer.echo(res.to_text(empty=""), nl=True)
     raise typer.Exit(0 if res.ok else 1)
+
+
+@app.command("seccomp")
+def seccomp_cmd(
+    docker: bool = typer.Option(False, "--docker", help="Print the docker seccomp profile (JSON)."),
+    bpf: str = typer.Option("", help="Write the compiled bwrap BPF program to this file."),
+) -> None:
+    """Show the syscall filter both backends apply (the deny list, the docker profile, or the BPF program)."""
+    from ..sandboxes.code import seccomp
+
+    if docker:
+        typer.echo(seccomp.docker_profile())
+        return
+    if bpf:
+        data = seccomp.bwrap_filter()
+        with open(bpf, "wb") as f:
+            f.write(data)
+        typer.echo(f"wrote {len(data) // 8} BPF instructions to {bpf}")
+        return
+    for why, names in seccomp.DENIED.items():
+        typer.echo(f"EPERM   {why}: {', '.join(names)}")
+    typer.echo(f"ENOSYS  {', '.join(seccomp.ENOSYS_SYSCALLS)} (libc falls back to clone)")
+    for r in seccomp.ARG_RULES:
+        typer.echo(f"EPERM   {r.syscall}(arg{r.index} & {r.mask:#x} == {r.value:#x}): {r.why}")
 
 
 @app.command("ls")

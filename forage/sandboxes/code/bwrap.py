@@ -24,9 +24,14 @@ __all__ = ["BwrapSandbox", "bwrap_available", "HOST_UID"]
 HOST_UID = 65534
 """The unprivileged host uid/gid (``nobody``) bwrap runs as when Forage runs as root: the sandbox's uid
 maps to it, never to host root."""
-_ROOT_MOUNT = "/mnt"
-"""Where the launcher binds the sandbox root in its private mount namespace, so ``nobody`` can reach it
-(the cache is often under ``/root``, which only root may enter)."""
+_MOUNTPOINTS = ("/mnt", "/media", "/srv", "/opt")
+"""Candidates for where the launcher binds the sandbox root in its private mount namespace, so
+``nobody`` can reach it (the cache is often under ``/root``, which only root may enter). Not ``/tmp``:
+bubblewrap stages its new root there."""
+
+
+def _root_mountpoint() -> str | None:
+    return next((d for d in _MOUNTPOINTS if os.path.isdir(d) and not os.path.islink(d)), None)
 
 _reaped = False
 _names = itertools.count()
@@ -62,6 +67,8 @@ def bwrap_available() -> tuple[bool, str]:
         missing = [t for t in ("unshare", "mount", "setpriv") if shutil.which(t) is None]
         if missing:
             return False, f"{', '.join(missing)} (util-linux) missing: needed to drop root before bubblewrap"
+        if _root_mountpoint() is None:
+            return False, f"none of {', '.join(_MOUNTPOINTS)} exists to bind the sandbox root on"
     try:
         bwrap_filter()
     except SeccompUnavailable as e:
@@ -127,10 +134,11 @@ class BwrapSandbox(Sandbox):
         if os.geteuid() != 0:
             return ["/bin/sh", "-c", " && ".join(steps) + ' && exec "$@"', "sh", *self._argv(seccomp_fd, str(self.root))]
         # As root: a private mount namespace (gone with the sandbox) where the root is reachable for nobody.
-        steps.insert(len(steps) - 1, f'mount --bind "$0" {_ROOT_MOUNT}')
+        mountpoint = _root_mountpoint() or _MOUNTPOINTS[0]
+        steps.insert(len(steps) - 1, f'mount --bind "$0" {mountpoint}')
         drop = f"exec setpriv --reuid={HOST_UID} --regid={HOST_UID} --clear-groups --inh-caps=-all --"
         return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
-                " && ".join(steps) + f' && {drop} "$@"', str(self.root), *self._argv(seccomp_fd, _ROOT_MOUNT)]
+                " && ".join(steps) + f' && {drop} "$@"', str(self.root), *self._argv(seccomp_fd, mountpoint)]
 
     async def _spawn(self) -> _Process:
         host_env = {"PATH": "/usr/local/bin:/usr/bin:/bin"}  # bwrap's own pid 1 sees only this
