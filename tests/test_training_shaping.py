@@ -3,6 +3,8 @@ the ZeroSearch noise curriculum; every shaping term is a function of the batch a
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 
 import gymnasium as gym
@@ -13,6 +15,7 @@ from hypothesis import strategies as st
 import forage  # noqa: F401
 from forage.agents import RolloutConfig, RolloutEngine, ScriptedPolicy
 from forage.agents.trajectory import Trajectory
+from forage.sandboxes.retrieval.simulated import NOISY_PROMPT, NoiseCurriculum, SimulatedSearchBackend
 from forage.training.advantages import group_advantages
 from forage.training.bonuses import episode_keys, non_terminal_tool_calls, novelty_values, otc_reward
 from forage.training.budget import TaskStats, allocate, info_gain, task_value, zero_variance_groups
@@ -294,3 +297,39 @@ def test_shaping_and_budget_configs_are_validated():
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             config_from_dict(bad)
     assert config_from_dict({"curriculum": {"rule": "qwen3"}}).curriculum.rule == "qwen3"
+
+
+# -- ZeroSearch's noise curriculum -----------------------------------------------------------------------------
+def _echo_generator(prompts: list[str]) -> list[str]:
+    """Stands in for the simulator LLM: a document that says which prompt wrote it."""
+    return [("Noisy\nnoisy text" if p.startswith(NOISY_PROMPT[:40]) else "Useful\nuseful text") for p in prompts]
+
+
+def test_zerosearch_noise_is_drawn_per_query_not_per_document():
+    sim = SimulatedSearchBackend(_echo_generator, p_noise=0.5, seed=0)
+    results = asyncio.run(sim.asearch([f"query {i}" for i in range(200)], k=5))
+    kinds = [{h.id.split("-")[1] for h in hits} for hits in results]
+    assert all(len(k) == 1 for k in kinds)                        # a query's documents share one kind
+    assert all({h.title for h in hits} == {"Noisy" if k == {"noisy"} else "Useful"} for hits, k in zip(results, kinds))
+    noisy = sum(k == {"noisy"} for k in kinds)
+    assert 70 <= noisy <= 130                                    # ~ Binomial(200, 0.5)
+    assert sim.stats == {"useful": 5 * (200 - noisy), "noisy": 5 * noisy, "failed": 0}
+
+
+def test_zerosearch_curriculum_follows_the_trainers_step_through_reset(tmp_path):
+    c = NoiseCurriculum(start=0.0, end=0.5, steps=100, base=4.0)
+    assert c(50) == pytest.approx((4 ** 0.5 - 1) / 3 * 0.5) and c(100) == 0.5 and c(400) == 0.5 and c(0) == 0.0
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"question": "What is the capital of France?", "answers": ["Paris"]}) + "\n")
+    sim = SimulatedSearchBackend(_echo_generator, curriculum=c, seed=0)
+    env = gym.make("forage/SearchQA-v0", backend=sim, qa_file=str(qa))
+    env.reset(seed=0, options={"train_step": 50})
+    assert sim.step == 50 and sim.noise_probability() == pytest.approx(c(50))
+    env.reset(seed=1)                                            # no step given: the curriculum stays put
+    assert sim.step == 50
+    env.reset(seed=2, options={"train_step": 100})
+    assert sim.noise_probability() == 0.5
+    env.unwrapped.set_train_step(0)
+    obs, *_ = env.step(env.unwrapped.format_call("search", query="capital of France", k=2))
+    assert "Useful" in obs and "Noisy" not in obs and sim.stats["noisy"] == 0   # step 0: no noise
+    env.close()
