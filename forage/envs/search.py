@@ -149,6 +149,8 @@ class SearchQAEnv(_SearchEnvBase):
 
     Starting State:
         A question sampled with the reset seed (or ``options["task_id"]``/``["task_index"]``).
+        ``options["train_step"]`` passes the trainer's step to the backend (``set_step``: the
+        simulated engine's noise curriculum).
 
     Episode End:
         Terminated when ``answer`` is called; truncated after ``max_turns`` turns or a budget.

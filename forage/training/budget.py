@@ -52,11 +52,6 @@ class TaskStats:
         for g, (succ, tries) in agg.items():
             self.groups.setdefault(g, deque(maxlen=self.window)).append((succ, tries))
 
-    def update(self, task: str, success: float) -> None:
-        """Replaced by :meth:`record` (one call per step with all its episodes)."""
-        raise AttributeError("TaskStats.update(task, success) is gone: call record(groups, successes) once per "
-                             "step with the step's episodes (the estimate keeps each task's last `window` groups)")
-
     def p(self, task: str) -> float:
         """Estimated success rate of ``task``."""
         entries = self.groups.get(str(task))
