@@ -74,6 +74,20 @@ def test_the_docker_profile_carries_the_same_rules():
     assert vsock and vsock[0]["args"] == [{"index": 0, "value": 0xFFFFFFFF, "valueTwo": 40, "op": "SCMP_CMP_MASKED_EQ"}]
 
 
+def test_the_cli_shows_the_filter_it_applies(tmp_path):
+    from typer.testing import CliRunner
+
+    from forage.cli.sandbox import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["seccomp", "--docker"])
+    assert out.exit_code == 0 and json.loads(out.stdout) == json.loads(seccomp.docker_profile())
+    out = runner.invoke(app, ["seccomp", "--bpf", str(tmp_path / "f.bpf")])
+    assert out.exit_code == 0 and (tmp_path / "f.bpf").read_bytes() == seccomp.bwrap_filter()
+    out = runner.invoke(app, ["seccomp"])
+    assert out.exit_code == 0 and "keyctl" in out.stdout and "AF_VSOCK" in out.stdout
+
+
 def test_config_is_validated_on_load():
     for bad in ({"timeout": 0}, {"memory_mb": -1}, {"pids": 0}, {"docker_runtime": ""}, {"output_limit": 1.5}):
         with pytest.raises(ValueError):

@@ -270,4 +270,7 @@ class DockerSandbox(Sandbox):
     async def _cleanup(self) -> None:
         if self._starts:  # let starts in flight finish, so the label sweep below sees their containers
             await asyncio.wait(list(self._starts), timeout=30)
-        await asyncio.to_thread(_remove_labelled, self.client, self._labels())
+        try:
+            await asyncio.to_thread(_remove_labelled, self.client, self._labels())
+        except Exception:  # the daemon went away: its containers went with it, or `forage sandbox reap` will
+            pass
