@@ -26,6 +26,10 @@ class RewardShaper:
     """Shaped rewards for a batch (``shape``), history updated only after the step (``commit``)."""
 
     def __init__(self, curriculum: CurriculumConfig, bonus: BonusConfig) -> None:
+        if bonus.otc_mode not in ("multiply", "add"):
+            raise ValueError(f"bonus.otc_mode must be 'multiply' or 'add', got {bonus.otc_mode!r}")
+        if curriculum.rule not in ("all", "qwen3"):
+            raise ValueError(f"curriculum.rule must be 'all' or 'qwen3', got {curriculum.rule!r}")
         self.curriculum = curriculum
         self.bonus = bonus
         self.key_counts: dict[str, int] = {}    # global novelty: occurrences of each key at earlier steps
