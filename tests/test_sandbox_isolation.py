@@ -259,3 +259,39 @@ async def test_same_limits_and_fd_exhaustion_is_an_error_then_the_next_call_work
         assert r.stdout == "[1]\n", r
         r = await sb.run("import os\nprint(len(os.listdir('/dev/shm')) >= 0, os.statvfs('/dev/shm').f_blocks > 0)")
         assert r.stdout == "True True\n", r
+
+
+FORK_COUNT = """
+import os, time
+kids = 0
+while True:
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    kids += 1
+st = [os.statvfs(p) for p in ('/work', '/tmp', '/dev/shm')]
+import resource
+print(kids, [s.f_blocks * s.f_frsize >> 20 for s in st], resource.getrlimit(resource.RLIMIT_NOFILE))
+"""
+
+
+async def test_both_backends_apply_the_same_limits():
+    for b in BACKENDS:
+        require(b)
+    from forage.sandboxes.code import make_sandbox
+
+    config = SandboxConfig(pids=16, workdir_mb=32, timeout=30)
+    seen = {}
+    for b in BACKENDS:
+        async with make_sandbox(b, config) as sb:
+            r = await sb.run(FORK_COUNT)
+        assert r.ok, r
+        seen[b] = r.stdout
+    assert len(set(seen.values())) == 1, seen
+    kids, sizes = seen["bwrap"].split(" ", 1)
+    # 16 pids: the interpreter and its two output drains take 3, the other 13 are the code's
+    assert kids == "13" and sizes.startswith("[32, 8, 8]"), seen

@@ -30,6 +30,11 @@ _MOUNTPOINTS = ("/mnt", "/media", "/srv", "/opt")
 bubblewrap stages its new root there."""
 
 
+_BWRAP_OWN_PROCS = 2
+"""bubblewrap's own processes in the sandbox's cgroup (the launcher exec'd into bwrap, and its pid 1):
+added to the pids cap, so agent code may start as many as in docker, where the interpreter is pid 1."""
+
+
 def _root_mountpoint() -> str | None:
     return next((d for d in _MOUNTPOINTS if os.path.isdir(d) and not os.path.islink(d)), None)
 
@@ -144,7 +149,8 @@ class BwrapSandbox(Sandbox):
         host_env = {"PATH": "/usr/local/bin:/usr/bin:/bin"}  # bwrap's own pid 1 sees only this
         if cgroups_available() and self._cg is None:
             # Synchronous on purpose (a few mkdir/write calls): a cancelled thread could orphan the cgroup.
-            self._cg = CgroupLimits(f"bwrap-{next(_names)}", self.config.memory_mb, self.config.pids, self.config.cpus)
+            self._cg = CgroupLimits(f"bwrap-{next(_names)}", self.config.memory_mb,
+                                   self.config.pids + _BWRAP_OWN_PROCS, self.config.cpus)
             _cgroups.add(self._cg)
         seccomp_fd = bwrap_filter_fd()
         try:
