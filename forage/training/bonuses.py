@@ -27,7 +27,8 @@ def _h(s: str) -> str:
 
 
 def _ended_by_terminal_call(traj: Trajectory, tool_msgs: list[dict[str, Any]]) -> bool:
-    return bool(traj.terminated and traj.stop_reason == "answer" and tool_msgs and tool_msgs[-1].get("tool_calls"))
+    last = tool_msgs[-1].get("tool_calls") if tool_msgs else None
+    return bool(traj.terminated and traj.stop_reason == "answer" and any(isinstance(c, dict) for c in last or []))
 
 
 def tool_turns(traj: Trajectory) -> list[tuple[list[dict[str, Any]], str, bool]]:
@@ -43,7 +44,7 @@ def tool_turns(traj: Trajectory) -> list[tuple[list[dict[str, Any]], str, bool]]
     out = []
     terminal_turn = len(msgs) - 1 if _ended_by_terminal_call(traj, msgs) else -1
     for i, m in enumerate(msgs):
-        calls = list(m.get("tool_calls") or [])
+        calls = [c for c in (m.get("tool_calls") or []) if isinstance(c, dict)]
         if i == terminal_turn:
             idx = max((j for j, c in enumerate(calls) if c.get("name") in _TERMINAL_NAMES), default=len(calls) - 1)
             calls.pop(idx)
