@@ -1,7 +1,7 @@
 """VLLMEnginePolicy: in-process vLLM generation and pushing new weights into the running engine.
 
-An in-process engine is a second vLLM instance beside the session's server; on a 2-core CPU its
-start-up costs minutes, so this test runs when FORAGE_TEST_VLLM_ENGINE=1 (always on GPU CI).
+An in-process engine is a second vLLM instance beside the session's server (about a minute to start on
+2 CPU cores, with --enforce-eager); FORAGE_TEST_VLLM_ENGINE=0 skips it.
 """
 
 from __future__ import annotations
@@ -18,15 +18,8 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 
 def _enabled() -> None:
-    try:
-        import torch
-
-        gpu = torch.cuda.is_available()
-    except Exception:
-        gpu = False
-    if not gpu and os.environ.get("FORAGE_TEST_VLLM_ENGINE") != "1":
-        pytest.skip("in-process vLLM engine start-up takes minutes on this CPU and would run beside the "
-                    "session's vLLM server; set FORAGE_TEST_VLLM_ENGINE=1 to run it (it runs by default on GPU)")
+    if os.environ.get("FORAGE_TEST_VLLM_ENGINE") == "0":
+        pytest.skip("FORAGE_TEST_VLLM_ENGINE=0: the in-process vLLM engine test is switched off")
     try:
         import vllm  # noqa: F401
     except Exception as e:

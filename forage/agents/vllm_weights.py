@@ -17,16 +17,18 @@ mount via ``tmp_dir``). Full-parameter models only: merge LoRA adapters before p
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import httpx
 
-__all__ = ["WeightSyncExtension", "VLLMWeightSync", "EXTENSION", "WeightSyncError", "served_prompt_logprobs"]
+__all__ = ["WeightSyncExtension", "VLLMWeightSync", "EXTENSION", "WeightSyncError", "served_prompt_logprobs",
+           "load_into_worker", "check_against_checkpoint"]
 
 EXTENSION = "forage.agents.vllm_weights.WeightSyncExtension"
 
@@ -40,12 +42,13 @@ class WeightSyncExtension:
 
     The load goes through vLLM's own in-place reload (``Worker.reload_weights``), which restores each layer's
     checkpoint-format parameters, loads the tensors and then re-runs the layer's post-load processing. That
-    matters on CPUs: vLLM's CPU backend repacks every linear weight for the CPU's own GEMM kernel (oneDNN on
-    AVX-512 machines, AMX kernels on Intel, zentorch on AMD Zen builds) and empties the original parameter, so a
-    plain ``model.load_weights`` finds size-0 tensors on some machines and silently stale kernels on others.
+    matters on CPUs: vLLM's CPU backend repacks linear weights for the CPU's own GEMM kernel (oneDNN on
+    AVX-512 machines, AMX kernels on Intel, zentorch on AMD Zen builds) and empties the original parameter,
+    so a plain ``model.load_weights`` finds size-0 tensors on some machines and stale kernels on others.
 
-    A push that fails leaves the server on the weights it served before: the last good push (kept as a file
-    beside the server) or, before any push, the model folder it was started from, is reloaded.
+    A push that cannot be applied leaves the server on the weights it served before: it is checked against
+    the served checkpoint first (names, shapes, dtypes) and refused; a load that fails later is rolled back to
+    the last good push (kept as a file beside the server) or, before any push, to the model it started with.
     """
 
     def forage_load_weights(self, path: str) -> dict:
@@ -53,76 +56,89 @@ class WeightSyncExtension:
         from safetensors.torch import load_file
 
         tensors = load_file(path)
-        problem = self._forage_check(tensors)
-        if problem:
-            raise RuntimeError(f"weight push refused: {problem}; the server still serves its previous weights")
-        try:
-            self._forage_reload(tensors.items())
-        except Exception as e:
-            rolled = self._forage_roll_back()
-            raise RuntimeError(f"weight push not applied ({type(e).__name__}: {e}); the server {rolled}") from e
-        self._forage_keep_last_good(path)
+        last = getattr(self, "_forage_last_good", None)
+        load_into_worker(self, tensors, roll_back_to=last)
+        self._forage_last_good = _keep_last_good(path, getattr(self, "rank", 0))
         return {"tensors": len(tensors)}
 
-    def _forage_check(self, tensors: Mapping[str, Any]) -> str | None:
-        """Why ``tensors`` cannot replace the served checkpoint (names, shapes, dtypes), or None."""
-        expected = _checkpoint_shapes(self.vllm_config.model_config)  # type: ignore[attr-defined]
-        bad_dtype = sorted(k for k, v in tensors.items() if not v.is_floating_point())
-        if bad_dtype:
-            return f"{len(bad_dtype)} tensors are not floating point (e.g. {bad_dtype[0]})"
-        if expected is None:   # not a local safetensors folder: vLLM's loaders check what they can
-            return None
-        tied = bool(getattr(self.vllm_config.model_config.hf_config, "tie_word_embeddings", False))  # type: ignore[attr-defined]
-        unknown = sorted(k for k in tensors if k not in expected and not (tied and k == "lm_head.weight"))
-        missing = sorted(k for k in expected if k not in tensors)
-        wrong = sorted(k for k, v in tensors.items() if k in expected and tuple(v.shape) != expected[k])
-        if unknown:
-            return f"{len(unknown)} tensors the served model does not have (e.g. {unknown[0]})"
-        if missing:
-            return f"{len(missing)} of the model's tensors are missing (e.g. {missing[0]}): push a full state dict"
-        if wrong:
-            k = wrong[0]
-            return (f"{len(wrong)} tensors have the wrong shape (e.g. {k}: {tuple(tensors[k].shape)}, "
-                    f"the model has {expected[k]})")
+
+def load_into_worker(worker: Any, tensors: Mapping[str, Any], roll_back_to: str | None = None) -> None:
+    """Runs inside a vLLM worker: check ``tensors`` (HF names) against the served model, then reload it in place.
+
+    Raises ``RuntimeError`` saying why when the push is refused (nothing changed) or failed (rolled back to
+    the safetensors file ``roll_back_to``, or to the checkpoint the worker started from).
+    """
+    problem = check_against_checkpoint(tensors, worker.vllm_config.model_config)
+    if problem:
+        raise RuntimeError(f"weight push refused: {problem}; the server still serves its previous weights")
+    try:
+        _reload(worker, tensors.items())
+    except Exception as e:
+        rolled = _roll_back(worker, roll_back_to)
+        raise RuntimeError(f"weight push not applied ({type(e).__name__}: {e}); the server {rolled}") from e
+
+
+def check_against_checkpoint(tensors: Mapping[str, Any], model_config: Any) -> str | None:
+    """Why ``tensors`` cannot replace the served checkpoint (names, shapes, dtypes), or None."""
+    bad_dtype = sorted(k for k, v in tensors.items() if not v.is_floating_point())
+    if bad_dtype:
+        return f"{len(bad_dtype)} tensors are not floating point (e.g. {bad_dtype[0]})"
+    expected = _checkpoint_shapes(model_config)
+    if expected is None:   # not a local safetensors folder: vLLM's loaders check what they can
         return None
+    tied = bool(getattr(model_config.hf_config, "tie_word_embeddings", False))
+    unknown = sorted(k for k in tensors if k not in expected and not (tied and k == "lm_head.weight"))
+    missing = sorted(k for k in expected if k not in tensors)
+    wrong = sorted(k for k, v in tensors.items() if k in expected and tuple(v.shape) != expected[k])
+    if unknown:
+        return f"{len(unknown)} tensors the served model does not have (e.g. {unknown[0]})"
+    if missing:
+        return f"{len(missing)} of the model's tensors are missing (e.g. {missing[0]}): push a full state dict"
+    if wrong:
+        k = wrong[0]
+        return (f"{len(wrong)} tensors have the wrong shape (e.g. {k}: {tuple(tensors[k].shape)}, "
+                f"the model has {expected[k]})")
+    return None
 
-    def _forage_reload(self, weights: Any) -> None:
-        reload = getattr(self, "reload_weights", None)
-        if reload is None:
-            raise RuntimeError("this vLLM has no in-place weight reload (Worker.reload_weights); a plain "
-                               "load_weights would miss the kernels' repacked weights: upgrade vLLM")
-        reload(weights_iterator=iter(list(weights)), is_checkpoint_format=True)
 
-    def _forage_roll_back(self) -> str:
-        last = getattr(self, "_forage_last_good", None)
-        try:
-            _abandon_layerwise_reload(self.model_runner.get_model(),  # type: ignore[attr-defined]
-                                      self.vllm_config.model_config)  # type: ignore[attr-defined]
-            if last is not None:
-                from safetensors.torch import load_file
+def _reload(worker: Any, weights: Any) -> None:
+    reload = getattr(worker, "reload_weights", None)
+    if reload is None:
+        raise RuntimeError("this vLLM has no in-place weight reload (Worker.reload_weights); a plain "
+                           "load_weights would miss the kernels' repacked weights: upgrade vLLM")
+    reload(weights_iterator=iter(list(weights)), is_checkpoint_format=True)
 
-                self._forage_reload(load_file(last).items())
-                return "still serves the last weights pushed successfully"
-            self.reload_weights(is_checkpoint_format=True)  # type: ignore[attr-defined]
-            return "still serves the weights it was started with"
-        except Exception as e:  # the model is now in an unknown state: say so
-            return f"could not restore its previous weights ({type(e).__name__}: {e}); restart it"
 
-    def _forage_keep_last_good(self, path: str) -> None:
-        keep_dir = Path(tempfile.gettempdir()) / f"forage-vllm-{os.getpid()}"
-        if not keep_dir.exists():
-            _remove_stale_keep_dirs()
-            keep_dir.mkdir(mode=0o700)
-            atexit.register(shutil.rmtree, keep_dir, True)
-        keep = keep_dir / f"last-good-rank{getattr(self, 'rank', 0)}.safetensors"
-        tmp = keep.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(path, tmp)      # the trainer deletes its file after the push; a link keeps the data
-        except OSError:
-            shutil.copyfile(path, tmp)
-        os.replace(tmp, keep)
-        self._forage_last_good = str(keep)
+def _roll_back(worker: Any, last_good: str | None) -> str:
+    try:
+        _abandon_layerwise_reload(worker.model_runner.get_model(), worker.vllm_config.model_config)
+        if last_good is not None:
+            from safetensors.torch import load_file
+
+            _reload(worker, load_file(last_good).items())
+            return "still serves the last weights pushed successfully"
+        worker.reload_weights(is_checkpoint_format=True)
+        return "still serves the weights it was started with"
+    except Exception as e:  # the model is now in an unknown state: say so
+        return f"could not restore its previous weights ({type(e).__name__}: {e}); restart it"
+
+
+def _keep_last_good(path: str, rank: int) -> str:
+    """Keep the pushed file (a hard link when possible) as this worker's roll-back point; returns its path."""
+    keep_dir = Path(tempfile.gettempdir()) / f"forage-vllm-{os.getpid()}"
+    if not keep_dir.exists():
+        _remove_stale_keep_dirs()
+        keep_dir.mkdir(mode=0o700)
+        atexit.register(shutil.rmtree, keep_dir, True)
+    keep = keep_dir / f"last-good-rank{rank}.safetensors"
+    tmp = keep.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)      # the trainer deletes its file after the push; a link keeps the data
+    except OSError:
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, keep)
+    return str(keep)
 
 
 def _checkpoint_shapes(model_config: Any) -> dict[str, tuple[int, ...]] | None:
@@ -165,6 +181,27 @@ def _remove_stale_keep_dirs() -> None:
             pass
 
 
+@contextlib.contextmanager
+def weights_file(weights: Any, tmp_dir: str | Path | None = None) -> Iterator[str]:
+    """A model's (or state dict's) tensors written to a temporary safetensors file, deleted afterwards."""
+    from safetensors.torch import save_file
+
+    state: Mapping[str, Any] = weights.state_dict() if hasattr(weights, "state_dict") else weights
+    if any("lora_" in k for k in state):
+        raise WeightSyncError("LoRA adapters: merge them into the base weights before pushing")
+    # clone: tied tensors (embeddings / lm_head) share storage, which safetensors refuses to write
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    fd, name = tempfile.mkstemp(prefix="forage-weights-", suffix=".safetensors",
+                                dir=str(tmp_dir) if tmp_dir else None)
+    os.close(fd)
+    try:
+        save_file(tensors, name)
+        del tensors
+        yield name
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
 class VLLMWeightSync:
     """The trainer's end: ``push(model_or_state_dict, version)`` makes the server serve those weights."""
 
@@ -176,28 +213,14 @@ class VLLMWeightSync:
 
     def push(self, weights: Any, version: int | None = None) -> float:
         """Send a model's (or a state dict's) tensors to every worker; returns the seconds it took."""
-        from safetensors.torch import save_file
-
-        state: Mapping[str, Any] = weights.state_dict() if hasattr(weights, "state_dict") else weights
-        if any("lora_" in k for k in state):
-            raise WeightSyncError("LoRA adapters: merge them into the base weights before pushing")
         t0 = time.perf_counter()
-        # clone: tied tensors (embeddings / lm_head) share storage, which safetensors refuses to write
-        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-        fd, name = tempfile.mkstemp(prefix="forage-weights-", suffix=".safetensors",
-                                    dir=str(self.tmp_dir) if self.tmp_dir else None)
-        os.close(fd)
-        try:
-            save_file(tensors, name)
-            del tensors
+        with weights_file(weights, self.tmp_dir) as name:
             r = self._post("/collective_rpc", {"method": "forage_load_weights", "args": [name],
                                                "timeout": self.timeout})
             results = r.json().get("results", [])
             if not results or not all(isinstance(x, dict) and x.get("tensors") for x in results):
                 raise WeightSyncError(f"the server's workers did not load the weights: {results!r}")
             self._post("/reset_prefix_cache", None)
-        finally:
-            Path(name).unlink(missing_ok=True)
         self.version = version
         return time.perf_counter() - t0
 
