@@ -161,3 +161,26 @@ def test_template_with_tool_support_gets_tools_and_tool_role(oracle):
     msgs = [{"role": m["role"], "content": m["content"]} for m in t.messages]
     full = tok.apply_chat_template(msgs, tools=env.tool_schemas(), tokenize=False)
     assert chat.encode(full)[: len(t.token_ids)] == t.token_ids
+
+
+def test_reset_options_reach_every_reset(tok, oracle):
+    """RolloutConfig.reset_options (the trainer's step for ZeroSearch's curriculum) arrive in each reset."""
+    seen = []
+
+    def make():
+        env = gym.make(ENV).unwrapped
+        inner = env.areset
+
+        async def areset(*, seed=None, options=None):
+            seen.append(dict(options or {}))
+            return await inner(seed=seed, options=options)
+
+        env.areset = areset
+        return env
+
+    ids = [gym.make(ENV).unwrapped.tasks[i].id for i in (3, 4)]
+    cfg = RolloutConfig(concurrency=2, reset_options={"train_step": 7})
+    trajs = RolloutEngine(oracle, tok, cfg).run_sync(make, ids, group_size=1)
+    assert [t.task_id for t in trajs] == ids and all(t.error is None for t in trajs)
+    assert sorted(seen, key=lambda o: o["task_id"]) == sorted(
+        [{"train_step": 7, "task_id": i} for i in ids], key=lambda o: o["task_id"])

@@ -63,6 +63,8 @@ class RolloutConfig:
     generate_timeout: float | None = None  # seconds per generation call (None: the policy's own)
     tool_role: str | None = None   # None: "tool" if the template knows tools, else "user"
     policy_version: int = 0
+    reset_options: dict[str, Any] = field(default_factory=dict)  # merged into every reset's options
+                                                                 # (e.g. {"train_step": step} for ZeroSearch's curriculum)
 
 
 class _EnvPool:
@@ -182,9 +184,9 @@ class RolloutEngine:
         try:
             t0 = time.perf_counter()
             if isinstance(task, str):
-                obs, info = await env.areset(options={"task_id": task})
+                obs, info = await env.areset(options={**c.reset_options, "task_id": task})
             else:
-                obs, info = await env.areset(seed=task)
+                obs, info = await env.areset(seed=task, options=dict(c.reset_options) or None)
             env_s += time.perf_counter() - t0
             traj.task_id = str(info.get("task_id", task))
             tools = info.get("tools") or None
