@@ -9,7 +9,7 @@ import pytest
 from _sandbox_helpers import make_pool, require
 
 import forage  # noqa: F401
-from forage.envs.code import HumanEvalEnv, grading_cells, load_humaneval
+from forage.envs.code import HumanEvalEnv, load_humaneval, solution_program
 from forage.envs.math import answer_variants, answers_match, load_champ
 from forage.sandboxes.code import SandboxConfig, make_sandbox
 
@@ -38,11 +38,10 @@ async def test_all_164_canonical_solutions_pass_and_empty_ones_fail():
         await pool.close()
 
 
-def test_grading_cells_accept_a_body_or_a_whole_function():
+def test_solution_program_accepts_a_body_or_a_whole_function():
     t = TASKS[0]
-    body_prog, tests = grading_cells(t, t.answer, "NONCE")
-    assert body_prog == t.prompt + t.answer and tests.endswith("check(has_close_elements)\nprint('NONCE')\n")
-    full_prog, _ = grading_cells(t, t.prompt + t.answer, "NONCE")
+    assert solution_program(t.prompt, "has_close_elements", t.answer) == t.prompt + t.answer
+    full_prog = solution_program(t.prompt, "has_close_elements", t.prompt + t.answer)
     assert "    pass\n\n" in full_prog and full_prog.endswith(t.answer)
 
 
@@ -137,20 +136,20 @@ def test_math_answers_do_not_match(pred, ref):
     assert not answers_match(pred, ref)
 
 
-def test_math_answers_are_checked_with_sympy_in_a_sandbox():
+def test_math_answers_are_checked_in_a_time_limited_worker():
     require("bwrap")
     from forage.envs.math import MathPythonEnv
 
     env = MathPythonEnv(sandbox="bwrap", check_timeout=2.0)
     try:
         base = env.unwrapped
-        for hostile in ["9^9^9^9^9", "99999999!"]:  # would hang the host if sympy ran there
+        for hostile in ["9^9^9^9^9", "99999999!"]:  # refused by the parser, never computed
             env.reset(options={"task_id": "P_Combinatorics_2"})
             _, r, term, _, info = env.step(base.format_call("answer", answer=hostile))
             assert term and info["rewards"]["correct"] == 0.0
         env.reset(options={"task_id": "P_Combinatorics_29"})  # reference "C(n, 4), or ... n(n-1)(n-2)(n-3)/4!"
         _, r, term, _, info = env.step(base.format_call("answer", answer="n*(n-1)*(n-2)*(n-3)/24"))
-        assert info["rewards"]["correct"] == 1.0  # needs sympy: checked in the sandbox
+        assert info["rewards"]["correct"] == 1.0  # needs sympy: checked in the worker
     finally:
         env.close()
 

