@@ -58,9 +58,11 @@ class HumanEvalEnv(SandboxedToolEnv):
     (``tests/test_graders_humaneval.py``, run as a script): 1508/1508 verdicts on the 164 canonical
     solutions and 1,344 variants of them (operator mutations, ``return None``, 100 KB prints at
     module level and 40 KB per call, a module-level ``raise``/``sys.exit(0)``, an
-    ``if __name__ == "__main__"`` block); 703 pass under both. The grader it replaced disagreed on
-    the 164 loud-call, 164 module-exit and the module-raise... variants (see issue 16). A battery of
-    28 gaming attempts (same file) all score 0.
+    ``if __name__ == "__main__"`` block); 703 pass under both. The grader it replaced (program and
+    tests in one sandboxed interpreter) agreed on 1016/1508: it failed every correct solution that
+    prints 40 KB per call (164) and passed every module-level ``raise`` and ``sys.exit(0)`` (328).
+    A battery of 28 gaming attempts (same file) all score 0; the old grader passed 2 of them
+    (``__eq__`` always True, an ``int`` subclass with such an ``__eq__``).
     Deliberate departures: the official harness also nulls ``os.kill``, ``shutil.rmtree`` etc. in
     the solution's process (ours runs it in a sandbox instead), and a call's arguments are copies,
     so a test that relied on the function mutating its argument would see no change (no HumanEval
