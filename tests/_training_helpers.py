@@ -20,7 +20,7 @@ def tiny_config(tmp_path, **over: Any):
         "model": {"path": "tiny-random", "tiny_vocab": VOCAB, "tiny_hidden": 32},
         "rollout": {"tasks_per_step": 2, "group_size": 3},
         "algo": {"cov": {"mode": "clip_cov", "ratio": 0.1, "lb": -1e9, "ub": 1e9}},
-        "replay": {"enabled": True, "min_size": 1, "batch_size": 3, "sampling": "prioritized",
+        "replay": {"enabled": True, "capacity": 2, "sampling": "prioritized",   # SPEAR's trigger: > 3 entries above p50
                    "weight": {"kind": "constant", "value": 0.5}},
         "optim": {"lr": 1e-2, "micro_batch_tokens": 40},
     }

@@ -24,7 +24,7 @@ def _traj(task: str, reward: float, n: int = 4, calls: list | None = None) -> Tr
 
 
 def test_replay_keeps_only_positive_advantage_and_expires_stale():
-    buf = ReplayBuffer(ReplayConfig(tolerance=5, min_size=2))
+    buf = ReplayBuffer(ReplayConfig(tolerance=5, trigger="min_size", min_size=2))
     trajs = [_traj("a", 1.0), _traj("a", 0.0), _traj("b", 1.0)]
     assert buf.add(trajs, [1.0, 0.0, 1.0], [0.8, -0.8, 0.0], step=0) == 1
     buf.add([_traj("c", 1.0)], [1.0], [0.5], step=3)

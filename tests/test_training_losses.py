@@ -121,12 +121,13 @@ def test_kl_cov_penalises_top_covariance_tokens_only():
     old = logp.detach() - 0.3
     mask = torch.ones(2, 10)
     adv = torch.tensor([1.0, -0.5])[:, None] * mask
-    base = torch.zeros_like(logp)
-    new, sel = L.kl_cov_loss(base, logp, old, adv, mask, ratio=0.1, coef=2.0)
+    new, sel, ratio = L.kl_cov_loss(logp, old, adv, mask, ratio=0.1, coef=2.0)
     assert int(sel.sum()) == 2
     cov = L.token_covariance(logp, adv, mask)
     assert cov[sel].min() >= cov[~sel].max()
-    assert torch.allclose(new[sel], torch.full((2,), 0.6), atol=1e-5) and torch.all(new[~sel] == 0)
+    unclipped = -adv * math.exp(0.3)          # ratio e^0.3 = 1.35: outside PPO's clip, but KL-Cov does not clip
+    assert torch.allclose(new[sel], unclipped[sel] + 0.6, atol=1e-5)
+    assert torch.allclose(new[~sel], unclipped[~sel], atol=1e-5)
 
 
 def test_kl_estimators_are_zero_at_equal_policies_and_k3_nonnegative():

@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .trajectory import Trajectory, save_jsonl
 
-__all__ = ["pass_at_k", "answer_entropy", "is_success", "summarize", "EvalConfig", "evaluate_tasks", "eval_task_list"]
+__all__ = ["pass_at_k", "answer_entropy", "is_success", "group_key", "summarize", "EvalConfig", "evaluate_tasks",
+           "eval_task_list"]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -67,12 +68,17 @@ def is_success(t: Trajectory) -> bool:
     return t.reward > 0
 
 
+def group_key(t: Trajectory) -> str:
+    """The group an episode belongs to: its ``group`` (set by the rollout engine), else its task id."""
+    return str(t.group) if t.group is not None else str(t.task_id)
+
+
 def summarize(trajs: Sequence[Trajectory], ks: Sequence[int] | None = None,
               success: Callable[[Trajectory], bool] = is_success) -> dict[str, Any]:
     """Aggregate metrics and per-task results of grouped trajectories."""
     by_task: dict[str, list[Trajectory]] = {}
     for t in trajs:
-        by_task.setdefault(t.task_id or str(t.group), []).append(t)
+        by_task.setdefault(group_key(t), []).append(t)
     n_min = min((len(v) for v in by_task.values()), default=0)
     ks = sorted({k for k in (ks or [1, n_min]) if 1 <= k <= n_min}) if n_min else []
     per_task = []

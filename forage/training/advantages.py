@@ -9,11 +9,13 @@ import torch
 __all__ = ["group_advantages", "group_stats", "token_advantages"]
 
 
-def group_stats(rewards: Sequence[float], groups: Sequence[Hashable]) -> dict[Hashable, tuple[float, float, int]]:
-    """Per group: (mean, population std, size)."""
+def group_stats(rewards: Sequence[float], groups: Sequence[Hashable],
+                valid: Sequence[bool] | None = None) -> dict[Hashable, tuple[float, float, int]]:
+    """Per group: (mean, population std, size) over the episodes marked valid (default all)."""
     by: dict[Hashable, list[float]] = {}
-    for r, g in zip(rewards, groups):
-        by.setdefault(g, []).append(float(r))
+    for i, (r, g) in enumerate(zip(rewards, groups)):
+        if valid is None or valid[i]:
+            by.setdefault(g, []).append(float(r))
     out = {}
     for g, rs in by.items():
         t = torch.tensor(rs, dtype=torch.float64)
@@ -22,11 +24,13 @@ def group_stats(rewards: Sequence[float], groups: Sequence[Hashable]) -> dict[Ha
 
 
 def group_advantages(rewards: Sequence[float] | torch.Tensor, groups: Sequence[Hashable],
-                     method: str = "grpo", eps: float = 1e-6) -> torch.Tensor:
+                     method: str = "grpo", eps: float = 1e-6, valid: Sequence[bool] | None = None) -> torch.Tensor:
     """One scalar advantage per episode, relative to the other episodes of its group.
 
     ``grpo``: (r - mean) / (std + eps) (unbiased std, as GRPO); ``drgrpo``: r - mean;
-    ``rloo``: r - mean of the *other* episodes. A group of one gets 0.
+    ``rloo``: r - mean of the *other* episodes. A group of one gets 0. Episodes with
+    ``valid[i]`` False (errored: their reward says nothing about the policy) get 0 and do not
+    enter their group's statistics.
     """
     r = torch.as_tensor(rewards, dtype=torch.float32).flatten()
     if len(groups) != r.numel():
@@ -35,8 +39,11 @@ def group_advantages(rewards: Sequence[float] | torch.Tensor, groups: Sequence[H
         raise ValueError(f"unknown advantage method {method!r}; use grpo, drgrpo or rloo")
     adv = torch.zeros_like(r)
     index: dict[Hashable, list[int]] = {}
+    if valid is not None and len(valid) != r.numel():
+        raise ValueError(f"{r.numel()} rewards but {len(valid)} validity flags")
     for i, g in enumerate(groups):
-        index.setdefault(g, []).append(i)
+        if valid is None or valid[i]:
+            index.setdefault(g, []).append(i)
     for idx in index.values():
         if len(idx) < 2:
             continue

@@ -7,12 +7,15 @@ the scalar to back-propagate. Masked (prompt / tool-result / padding) tokens nev
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 __all__ = [
     "masked_mean", "aggregate", "policy_gradient_loss", "ppo_clip_loss", "kl_penalty", "entropy_from_logits",
-    "token_covariance", "clip_cov_keep", "kl_cov_loss", "sil_loss", "repetition_ratio",
+    "token_covariance", "clip_cov_keep", "kl_cov_loss", "sil_loss", "policy_loss", "PolicyLoss", "POLICY_LOSSES",
+    "repetition_ratio",
 ]
 
 
@@ -29,7 +32,10 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str = "token-me
     ``token-mean``: sum over all policy tokens / their count (``num_tokens`` when the batch is split
     into micro-batches); ``seq-mean-token-mean``: each sequence's token mean, averaged over
     sequences (``num_seqs``); ``seq-mean-token-sum-norm`` (Dr.GRPO): token sums divided by a constant
-    length ``norm_len`` and averaged over sequences, so no length bias.
+    ``norm_len`` (the generation budget, as Dr.GRPO's code divides by its max generation length) and
+    averaged over sequences, so no length bias. Pass the whole batch's ``num_tokens``/``num_seqs``
+    when the batch is split into micro-batches: the sum of the micro-batch losses is then the
+    full-batch loss.
     """
     m = mask.to(per_token.dtype)
     x = per_token * m
@@ -63,15 +69,24 @@ def ppo_clip_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor,
     return loss, clipped, ratio
 
 
+K3_LOG_RATIO_BOUND = 20.0   # verl's low_var_kl clamps log(ref/pi) to [-20, 20] ...
+K3_MAX = 10.0               # ... and the estimate to [-10, 10]
+
+
 def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
-    """Per-token KL(pi || ref) estimate from sampled tokens: k1 (log ratio), k2 (half squared), k3 (unbiased, >= 0)."""
+    """Per-token KL(pi || ref) estimate from sampled tokens (Schulman's k1, k2, k3).
+
+    k1 = log pi - log ref; k2 = (log pi - log ref)^2 / 2; k3 = ref/pi - log(ref/pi) - 1 (>= 0),
+    with log(ref/pi) clamped to [-20, 20] and the estimate to at most 10, as verl's ``low_var_kl``.
+    """
     d = logp - ref_logp
     if estimator == "k1":
         return d
     if estimator == "k2":
         return 0.5 * d * d
     if estimator == "k3":
-        return torch.exp(-d) + d - 1.0
+        x = (-d).clamp(-K3_LOG_RATIO_BOUND, K3_LOG_RATIO_BOUND)
+        return (torch.exp(x) - x - 1.0).clamp(max=K3_MAX)
     raise ValueError(f"unknown KL estimator {estimator!r}; use k1, k2 or k3")
 
 
@@ -125,12 +140,15 @@ def clip_cov_keep(logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, cli
     return keep, n
 
 
-def kl_cov_loss(per_token_loss: torch.Tensor, logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor,
-                mask: torch.Tensor, ratio: float, coef: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """KL-Cov: add coef * |log pi - log pi_old| on the top ``ratio`` fraction of tokens by covariance.
+def kl_cov_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
+                ratio: float, coef: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """KL-Cov per token: the *unclipped* surrogate -A r everywhere, plus coef * |log pi - log pi_old| on the
+    max(1, int(ratio * N)) policy tokens of highest covariance (as the Entropy-Mechanism authors' code).
 
-    Returns (new per-token loss, 0/1 mask of the penalised tokens).
+    Returns (loss, 0/1 mask of the penalised tokens, ratio).
     """
+    r = torch.exp((logp - old_logp).clamp(-20.0, 20.0))
+    loss = -adv * r
     cov = token_covariance(logp, adv, mask)
     valid = mask.bool()
     n_valid = int(valid.sum())
@@ -138,10 +156,9 @@ def kl_cov_loss(per_token_loss: torch.Tensor, logp: torch.Tensor, old_logp: torc
     if n_valid:
         k = min(max(1, int(ratio * n_valid)), n_valid)
         flat = torch.where(valid, cov, torch.full_like(cov, -math.inf)).flatten()
-        top = torch.topk(flat, k).indices
-        sel.view(-1)[top] = True
+        sel.view(-1)[torch.topk(flat, k).indices] = True
     penalty = coef * (logp - old_logp).abs()
-    return torch.where(sel, per_token_loss + penalty, per_token_loss), sel
+    return torch.where(sel, loss + penalty, loss), sel, r
 
 
 def sil_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor,
@@ -151,6 +168,46 @@ def sil_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor,
     Replayed tokens with a non-positive (recalibrated) advantage contribute nothing.
     """
     return ppo_clip_loss(logp, old_logp, adv.clamp(min=0.0), clip_low, clip_high)
+
+
+@dataclass
+class PolicyLoss:
+    """One policy-loss term per token, with what it did: PPO-clipped tokens, Clip-Cov removals, KL-Cov picks."""
+
+    per_token: torch.Tensor
+    ratio: torch.Tensor
+    clipped: torch.Tensor          # bool: the PPO clip removed the gradient
+    cov_removed: int = 0
+    cov_penalised: int = 0
+
+
+def _ppo(logp, old, adv, mask, clip_low, clip_high, cov, gen) -> PolicyLoss:
+    loss, clipped, ratio = ppo_clip_loss(logp, old, adv, clip_low, clip_high)
+    return PolicyLoss(loss, ratio, clipped)
+
+
+def _clip_cov(logp, old, adv, mask, clip_low, clip_high, cov, gen) -> PolicyLoss:
+    loss, clipped, ratio = ppo_clip_loss(logp, old, adv, clip_low, clip_high)
+    keep, n = clip_cov_keep(logp, adv, mask, clipped, cov.resolved_ratio(), cov.lb, cov.ub, cov.select, gen)
+    return PolicyLoss(loss * keep.to(loss.device, loss.dtype), ratio, clipped, cov_removed=n)
+
+
+def _kl_cov(logp, old, adv, mask, clip_low, clip_high, cov, gen) -> PolicyLoss:
+    loss, sel, ratio = kl_cov_loss(logp, old, adv, mask, cov.resolved_ratio(), cov.kl_coef)
+    return PolicyLoss(loss, ratio, torch.zeros_like(sel), cov_penalised=int(sel.sum()))
+
+
+POLICY_LOSSES: dict[str, Callable[..., PolicyLoss]] = {"none": _ppo, "clip_cov": _clip_cov, "kl_cov": _kl_cov}
+
+
+def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
+                clip_low: float, clip_high: float, cov: "object", generator: torch.Generator | None = None) -> PolicyLoss:
+    """The per-token policy loss named by ``cov.mode``: ``none`` (PPO-clip), ``clip_cov`` or ``kl_cov``."""
+    try:
+        fn = POLICY_LOSSES[cov.mode]
+    except KeyError:
+        raise ValueError(f"unknown cov mode {cov.mode!r}; use {', '.join(POLICY_LOSSES)}") from None
+    return fn(logp, old_logp, adv, mask, clip_low, clip_high, cov, generator)
 
 
 def repetition_ratio(tokens: list[int], n: int = 4) -> float:

@@ -8,7 +8,7 @@ import torch
 
 from ..agents.trajectory import Trajectory
 
-__all__ = ["pack_by_tokens", "collate"]
+__all__ = ["pack_by_tokens", "collate", "policy_window", "policy_tokens"]
 
 
 def pack_by_tokens(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
@@ -47,3 +47,16 @@ def collate(trajs: Sequence[Trajectory], pad_id: int = 0) -> dict[str, torch.Ten
         old[i, :n] = torch.tensor(t.logprobs, dtype=torch.float32)
     mask[:, 0] = 0.0  # the first token has no prediction
     return {"input_ids": ids, "attention_mask": attn, "loss_mask": mask, "old_logp": old}
+
+
+def policy_window(loss_mask: torch.Tensor) -> int | None:
+    """How many trailing positions (plus one, for the shifted logits) hold every policy token; None if none do."""
+    pos = loss_mask.nonzero()
+    if pos.numel() == 0:
+        return None
+    return loss_mask.shape[1] - int(pos[:, 1].min()) + 1
+
+
+def policy_tokens(t: Trajectory) -> int:
+    """Policy tokens of an episode that get a loss (the first token of a sequence has no prediction)."""
+    return int(sum(t.loss_mask[1:]))
