@@ -12,10 +12,19 @@ __all__ = ["DenseIndexConfig", "DenseIndex", "faiss_gpus"]
 KINDS = ("flat", "hnsw", "ivfpq")
 
 
+def _faiss():
+    """The faiss module, or a clear error naming the extra that installs it."""
+    try:
+        import faiss
+    except ImportError as e:
+        raise ImportError("dense retrieval needs FAISS: pip install 'forage-gym[cpu]' (faiss-cpu) or "
+                          "'forage-gym[gpu]' (faiss-gpu-cu12)") from e
+    return faiss
+
+
 def faiss_gpus() -> int:
     """How many GPUs faiss can use (0 for faiss-cpu)."""
-    import faiss
-
+    faiss = _faiss()
     try:
         return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
     except Exception:
@@ -47,8 +56,7 @@ class DenseIndex:
     @classmethod
     def build(cls, vectors: np.ndarray, config: DenseIndexConfig | None = None) -> "DenseIndex":
         """Build (and for IVF-PQ train) an index over ``vectors`` (n, dim) float32."""
-        import faiss
-
+        faiss = _faiss()
         config = config or DenseIndexConfig()
         if config.kind not in KINDS:
             raise ValueError(f"unknown index kind {config.kind!r}; use one of {KINDS}")
@@ -77,8 +85,7 @@ class DenseIndex:
         use = self.config.use_gpu if self.config.use_gpu is not None else faiss_gpus() > 0
         if not use or self.config.kind == "hnsw":  # faiss has no GPU HNSW
             return index
-        import faiss
-
+        faiss = _faiss()
         if faiss_gpus() == 0:
             raise RuntimeError("use_gpu=True but this faiss build has no GPU support (install faiss-gpu)")
         return faiss.index_cpu_to_all_gpus(index)
@@ -103,15 +110,13 @@ class DenseIndex:
 
     def save(self, path: str | Path) -> None:
         """Write the (CPU) index to ``path``."""
-        import faiss
-
+        faiss = _faiss()
         faiss.write_index(self.index, str(path))
 
     @classmethod
     def load(cls, path: str | Path, config: DenseIndexConfig | None = None) -> "DenseIndex":
         """Read an index written by :meth:`save`."""
-        import faiss
-
+        faiss = _faiss()
         index = faiss.read_index(str(path))
         config = config or DenseIndexConfig(kind=_kind_of(index))
         if isinstance(index, faiss.IndexHNSWFlat):
@@ -123,8 +128,7 @@ class DenseIndex:
 
 
 def _kind_of(index) -> str:
-    import faiss
-
+    faiss = _faiss()
     if isinstance(index, faiss.IndexHNSWFlat):
         return "hnsw"
     if isinstance(index, faiss.IndexIVFPQ):
