@@ -66,6 +66,11 @@ BUILTIN_ENVS: dict[str, tuple[str, str, dict[str, Any]]] = {
     **{f"forage/MiniWoB-{name}-v0": ("forage.envs.miniwob:MiniWoBEnv", f"MiniWoB++ {name} only (see MiniWoB-v0).",
                                      {"miniwob_tasks": [name]})
        for name in ("click-button", "enter-text", "login-user")},
+    "forage/Game24-v0": (
+        "forage.envs.games.game24:Game24Env",
+        "Game of 24: make 24 from four numbers (all 1362 solvable sets) with a calculator; exact rational grading.",
+        {},
+    ),
 }
 
 
