@@ -153,7 +153,9 @@ def test_fanoutqa_tasks_coverage_and_scoring(default_retriever):
     task = env.episode.task
     obs, *_ = env.step(env.format_call("search", query=task.prompt, k=3))
     assert "Doc 1" in obs
-    *_, info = env.step(env.format_call("answer", answer="; ".join(task.answer)))
+    raw = task.metadata["answer_raw"]  # FanOutQA's accuracy wants a dict answer's keys as well as its values
+    full = "; ".join(f"{k}: {v}" for k, v in raw.items()) if isinstance(raw, dict) else "; ".join(task.answer)
+    *_, info = env.step(env.format_call("answer", answer=full))
     assert info["rewards"]["answer_recall"] == 1.0 and info["rewards"]["exact_match"] == 1.0
     env.reset(options={"task_index": 0})
     *_, info = env.step(env.format_call("answer", answer=task.answer[0]))

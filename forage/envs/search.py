@@ -8,7 +8,7 @@ from typing import Any, Iterable, Sequence
 
 from ..tools import Tool, ToolError
 from .base import Episode, Task, ToolEnv, answer_tool
-from .rewards import best_match, normalize_answer
+from .rewards import best_match
 
 __all__ = ["SearchQAEnv", "FanOutQAEnv", "make_search_tool", "resolve_backend", "fanoutqa_tasks", "searchqa_tasks"]
 
@@ -245,10 +245,21 @@ class FanOutQAEnv(_SearchEnvBase):
         Text: the question, then search results or error messages.
 
     Rewards:
-        ``answer_recall``: the share of the gold answer strings (the leaves of FanOutQA's answer
-        dict/list) found in the normalised answer (FanOutQA's "loose" accuracy); ``exact_match``
-        (1 when all are found), ``f1`` against the joined gold strings, ``tool_use`` and
+        ``answer_recall``: FanOutQA's loose string accuracy (``fanoutqa.eval``'s ``answer_in_text``,
+        reproduced in :mod:`forage.envs.grading.fanoutqa`): the share of the reference's strings
+        (every list item; every key and value of a dict; bools as yes/no) found between word
+        boundaries in the answer, both normalised as FanOutQA does (ftfy, ``680,000`` ->
+        ``680000``, spaCy lemmas, punctuation dropped). ``exact_match``: the strict accuracy (1
+        when all are found). ``f1`` (token F1 against the joined values), ``tool_use`` and
         ``format``. Default weights: answer_recall 1, exact_match 0, f1 0, tool_use 0.1, format 0.1.
+        Reference grader: ``fanoutqa.eval.string.answer_in_text`` with ``fanoutqa.norm``; measured
+        agreement (``tests/test_graders_fanoutqa.py``): the same loose and strict score on
+        3,568/3,568 answers built from the 310 dev questions (full, partial, values without keys,
+        reformatted numbers, plurals, wrong); the score it replaced matched on 2,168 of them. The
+        benchmark lemmatises with spaCy's ``en_core_web_sm``, which is not on PyPI: without it,
+        spaCy's English tokenizer with the lookup lemmatizer of ``spacy-lookups-data`` is used
+        (no part-of-speech tags, so e.g. "left" becomes "leave" on both sides), and the agreement
+        above is measured with that pipeline on both sides.
 
     Starting State:
         A question sampled with the reset seed (or ``options["task_id"]``/``["task_index"]``).
@@ -280,10 +291,12 @@ class FanOutQAEnv(_SearchEnvBase):
         return kept
 
     def score(self, episode: Episode) -> dict[str, float]:
-        golds = [g for g in episode.task.answer if normalize_answer(g)]
-        pred = f" {normalize_answer(episode.answer or '')} "
-        found = sum(f" {normalize_answer(g)} " in pred for g in golds)
-        recall = found / len(golds) if golds else 0.0
+        from .grading.fanoutqa import answer_in_text
+
+        if episode.answer is None:
+            acc_loose, acc_strict = 0.0, 0.0
+        else:
+            acc = answer_in_text(episode.task.metadata["answer_raw"], str(episode.answer))
+            acc_loose, acc_strict = acc.score, float(acc.found)
         f1 = best_match(episode.answer, ", ".join(episode.task.answer))["f1"] if episode.answer is not None else 0.0
-        return {"answer_recall": recall, "exact_match": float(bool(golds) and found == len(golds)), "f1": f1,
-                "tool_use": self._tool_use(episode)}
+        return {"answer_recall": acc_loose, "exact_match": acc_strict, "f1": f1, "tool_use": self._tool_use(episode)}
