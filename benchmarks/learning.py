@@ -37,7 +37,7 @@ def arm_config(name: str, spear: bool, args: argparse.Namespace) -> dict:
     }
     if spear:
         period = max(2, 2 * args.steps)
-        cfg["replay"] = {"enabled": True, "min_size": 1, "batch_size": 4, "tolerance": 5,
+        cfg["replay"] = {"enabled": True, "capacity": 4, "tolerance": 5,
                          "weight": {"kind": "cosine_ramp", "value": 1.0, "period": period},
                          "cov": {"mode": "clip_cov", "ratio": 0.02, "lb": 1.0, "ub": 40.0}}
         cfg["curriculum"] = {"tool_call_reward": True, "per_call": 0.1, "rule": "all",

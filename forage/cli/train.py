@@ -53,6 +53,7 @@ def register(app: typer.Typer) -> None:
         except ConfigError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)
+        from ..agents.vllm_weights import WeightSyncError
         from ..training.trainer import Trainer
 
         typer.echo(f"run folder: {cfg.run_dir}  (model {cfg.model.path}, env {cfg.rollout.env}, {cfg.steps} steps)")
@@ -60,7 +61,11 @@ def register(app: typer.Typer) -> None:
         if resume:
             at = trainer.resume()
             typer.echo(f"resumed at step {at}" if at else "no checkpoint found; starting at step 0")
-        run_dir = trainer.train()
+        try:
+            run_dir = trainer.train()
+        except WeightSyncError as e:   # never train on rollouts of stale weights: stop with the push's reason
+            typer.echo(f"error: the weight push to the rollout server failed at step {trainer.step}: {e}", err=True)
+            raise typer.Exit(1)
         typer.echo(f"metrics: {run_dir / 'metrics.jsonl'}")
         if plot:
             from ..training.plot import plot_run
