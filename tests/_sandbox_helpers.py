@@ -12,10 +12,24 @@ BACKENDS = ["bwrap", "docker"]
 _ready: dict[str, str] = {}  # backend -> "" when usable, else why not
 
 
+GVISOR = "gvisor"
+"""Pseudo backend of the tests: docker with ``docker_runtime="runsc"``."""
+
+
 def backend_reason(backend: str) -> str:
     """"" when ``backend`` can run here (starting dockerd / building the image as the setup does), else why not."""
     if backend in _ready:
         return _ready[backend]
+    if backend == GVISOR:
+        why = backend_reason("docker")
+        if not why:
+            from forage.sandboxes.code.docker import docker_runtimes
+
+            runtimes = docker_runtimes()
+            if "runsc" not in runtimes:
+                why = f"gVisor (runsc) is not a runtime of this docker daemon (it has {', '.join(runtimes)})"
+        _ready[backend] = why
+        return why
     why = ""
     try:
         if os.geteuid() != 0:
@@ -50,10 +64,20 @@ TEST_CONFIG = SandboxConfig(timeout=3.0)
 
 
 def make_pool(backend: str, **kwargs) -> SandboxPool:
-    """A pool for tests, with short timeouts."""
+    """A pool for tests, with short timeouts (``"gvisor"``: docker on runsc)."""
     require(backend)
     kwargs.setdefault("config", TEST_CONFIG)
+    if backend == GVISOR:
+        import dataclasses
+
+        kwargs["config"] = dataclasses.replace(kwargs["config"], docker_runtime="runsc")
+        backend = "docker"
     return SandboxPool(backend, **kwargs)
+
+
+def backend_kwargs(backend: str) -> tuple[str, dict]:
+    """(real backend, extra sandbox config) for ``gym.make(..., sandbox=, sandbox_config=)``."""
+    return ("docker", {"docker_runtime": "runsc"}) if backend == GVISOR else (backend, {})
 
 
 _UNISTD = {"x86_64": "/usr/include/x86_64-linux-gnu/asm/unistd_64.h", "aarch64": "/usr/include/asm-generic/unistd.h"}

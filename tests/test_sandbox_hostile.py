@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from _sandbox_helpers import BACKENDS, make_pool
+from _sandbox_helpers import BACKENDS, GVISOR, make_pool
 
 from forage.sandboxes.code import SandboxConfig
 
@@ -19,7 +19,7 @@ os.environ["FORAGE_TEST_SECRET"] = SECRET  # must never be visible inside a sand
 CONFIG = SandboxConfig(timeout=4.0, memory_mb=256, pids=64, output_limit=4096, workdir_mb=16)
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=[*BACKENDS, GVISOR])  # gVisor: skipped with a reason when not installed
 def pool(request):
     p = make_pool(request.param, size=1, max_size=4, config=CONFIG)
     p.backend_name = request.param

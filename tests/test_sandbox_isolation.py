@@ -18,7 +18,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import pytest
-from _sandbox_helpers import BACKENDS, kernel_syscall_numbers, make_pool, native_arch, require
+from _sandbox_helpers import BACKENDS, GVISOR, backend_kwargs, kernel_syscall_numbers, make_pool, native_arch, require
 
 import forage  # noqa: F401
 from forage.sandboxes.code import SandboxConfig
@@ -27,7 +27,10 @@ CONFIG = SandboxConfig(timeout=20.0, memory_mb=512, pids=64, output_limit=1 << 1
 NR = kernel_syscall_numbers(native_arch())
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+ISOLATED = [*BACKENDS, GVISOR]  # gVisor (docker on runsc) is skipped with a reason where it is not installed
+
+
+@pytest.fixture(scope="module", params=ISOLATED)
 def pool(request):
     p = make_pool(request.param, size=1, max_size=2, config=CONFIG)
     p.backend_name = request.param
@@ -199,7 +202,7 @@ KERNEL_SURFACE = {
 }
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", ISOLATED)
 def test_kernel_attack_surface_is_filtered_through_the_python_tool(backend):
     require(backend)
     if not NR:
@@ -221,7 +224,8 @@ for name, flags in (('clone NEWUSER', {clone_newuser | clone_fs}), ('clone NEWNS
 res['clone3'] = [libc.syscall({NR['clone3']}, None, ctypes.c_long(0)), ctypes.get_errno()]
 print(json.dumps(res))
 """
-    env = gym.make("forage/HumanEval-v0", sandbox=backend, sandbox_config={"timeout": 20})
+    real, extra = backend_kwargs(backend)
+    env = gym.make("forage/HumanEval-v0", sandbox=real, sandbox_config={"timeout": 20, **extra})
     try:
         base = env.unwrapped
         env.reset(seed=0, options={"task_id": "HumanEval/2"})
@@ -239,6 +243,8 @@ print(json.dumps(res))
         env.close()
     expected = {n: [-1, errno.EPERM] for n in [*calls, "clone NEWUSER", "clone NEWNS"]}
     expected["clone3"] = [-1, errno.ENOSYS]
+    if backend == GVISOR:  # gVisor's own kernel lacks some calls altogether: ENOSYS is a refusal too
+        res = {n: ([-1, errno.EPERM] if v == [-1, errno.ENOSYS] and n != "clone3" else v) for n, v in res.items()}
     assert res == expected, {n: v for n, v in res.items() if v != expected.get(n)}
     assert "[3, 4] 7 42 10 (x - 1)*(x + 1) True" in obs2, obs2
 
@@ -251,7 +257,7 @@ async def test_same_limits_and_fd_exhaustion_is_an_error_then_the_next_call_work
         assert r.stdout == f"({NOFILE}, {NOFILE})\n", r
         r = await sb.run("held = []\nwhile True:\n    held.append(open('/dev/null'))")
         assert r.status == "error" and "Too many open files" in r.stderr, r
-        r = await sb.run("print(NOFILE - 16 <= len(held) < NOFILE, 6 * 7)".replace("NOFILE", str(NOFILE)))
+        r = await sb.run("print(NOFILE - 32 <= len(held) < NOFILE, 6 * 7)".replace("NOFILE", str(NOFILE)))
         assert r.ok and r.stdout == "True 42\n", r  # the interpreter survived with all those files open
         r = await sb.run("import resource\nresource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))")
         assert r.status == "error" and "ValueError" in r.stderr, r  # the hard limit cannot be raised

@@ -34,6 +34,12 @@ def build(
 
                 subprocess.run(["docker", "rmi", "-f", f"forage-sandbox:{recipe.key()}"], capture_output=True)
             typer.echo(f"image: {ensure_docker_image(recipe, log=typer.echo)}")
+            from ..sandboxes.code.daemon import ensure_runsc_runtime
+
+            try:
+                typer.echo(f"gVisor: {ensure_runsc_runtime()}")
+            except Exception as e:  # optional: the runc sandboxes work without it
+                typer.echo(f"gVisor: not registered ({type(e).__name__}: {e})")
     except (ImageBuildError, DockerUnavailable) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)

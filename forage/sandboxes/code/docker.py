@@ -111,6 +111,15 @@ def _remove_own_containers() -> None:
 atexit.register(_remove_own_containers)
 
 
+_GVISOR_OWN_PIDS = 256
+"""Threads of gVisor's own kernel (a Go program) in the container's cgroup, added to the pids cap
+under ``runsc``: at the plain cap its runtime cannot start a thread and the whole sandbox dies."""
+
+
+def _runtime_own_pids(config: SandboxConfig) -> int:
+    return _GVISOR_OWN_PIDS if config.docker_runtime == "runsc" else 0
+
+
 class _AttachedProcess(_Process):
     """The container's main process, reached through a hijacked attach socket (stdout frames demuxed)."""
 
@@ -215,9 +224,9 @@ class DockerSandbox(Sandbox):
             network_mode="none", read_only=True,
             tmpfs={"/work": f"size={c.workdir_mb}m,mode=0755,uid={SANDBOX_UID},gid={SANDBOX_UID}",
                    "/tmp": f"size={tmp_mb(c)}m,mode=1777"},
-            mem_limit=f"{c.memory_mb}m", memswap_limit=f"{c.memory_mb}m", pids_limit=c.pids,
+            mem_limit=f"{c.memory_mb}m", memswap_limit=f"{c.memory_mb}m", pids_limit=c.pids + _runtime_own_pids(c),
             nano_cpus=int(c.cpus * 1e9), cap_drop=["ALL"],
-            security_opt=["no-new-privileges", f"seccomp={docker_profile()}"], runtime=c.docker_runtime,
+            security_opt=["no-new-privileges", f"seccomp={docker_profile(runtime=c.docker_runtime)}"], runtime=c.docker_runtime,
             ipc_mode="private", shm_size=f"{shm_mb(c)}m", ulimits=[{"Name": "nofile", "Soft": NOFILE, "Hard": NOFILE}],
             stdin_open=True, labels={LABEL: "1", "forage.owner": owner_label(), "forage.sandbox.id": self.id},
             log_config={"type": "none"},

@@ -178,19 +178,21 @@ def bwrap_filter_fd() -> int:
     return fd
 
 
-@functools.lru_cache(maxsize=4)
-def docker_profile(machine: str | None = None) -> str:
+@functools.lru_cache(maxsize=8)
+def docker_profile(machine: str | None = None, runtime: str | None = None) -> str:
     """The docker seccomp profile (JSON text for ``security_opt=["seccomp=..."]``) with the same rules.
 
     Only the native architecture is listed, so a 32-bit or x32 syscall (other numbers) is refused.
+    For ``runtime="runsc"`` the ENOSYS rules are left out: gVisor (as packaged in Debian bookworm)
+    ignores ``errnoRet`` and would answer ``clone3`` with EPERM, which stops libc from falling back
+    to ``clone`` (no thread could start); gVisor answers ``clone3`` with ENOSYS itself.
     """
     machine = machine or platform.machine()
     arch = _ARCH_TOKENS.get(machine)
     eperm = [n for group in DENIED.values() for n in group]
-    rules: list[dict] = [
-        {"names": eperm, "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM},
-        {"names": list(ENOSYS_SYSCALLS), "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS},
-    ]
+    rules: list[dict] = [{"names": eperm, "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM}]
+    if runtime != "runsc":
+        rules.append({"names": list(ENOSYS_SYSCALLS), "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS})
     for r in ARG_RULES:
         rules.append({"names": [r.syscall], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM,
                       "args": [{"index": r.index, "value": r.mask, "valueTwo": r.value, "op": "SCMP_CMP_MASKED_EQ"}]})
