@@ -148,7 +148,7 @@ class VLLMServer:
         extra_args: Sequence[str] = (),
         log_path: str | Path | None = None,
         kv_cache_gib: int = 1,
-        memory_fraction: float | None = 0.25,
+        memory_fraction: float | None = None,
         weight_sync: bool = False,
     ) -> None:
         self.model = str(model)
@@ -173,8 +173,9 @@ class VLLMServer:
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
                "--dtype", self.dtype, "--host", "127.0.0.1", "--port", str(self.port),
                "--max-model-len", str(self.max_model_len), "--disable-uvicorn-access-log"]
-        if self.memory_fraction is not None and _cpu_backend():
-            cmd += ["--gpu-memory-utilization", str(self.memory_fraction)]
+        fraction = self.memory_fraction if self.memory_fraction is not None else (0.25 if _cpu_backend() else None)
+        if fraction is not None:   # None on GPU: vLLM's own default (0.9 of the GPU)
+            cmd += ["--gpu-memory-utilization", str(fraction)]
         if self.weight_sync:
             from .vllm_weights import EXTENSION
 
