@@ -4,7 +4,10 @@ Measures ``print(1)`` round trips through the warm docker and bwrap sandboxes (p
 and execs/s at concurrency 1 and 8) beside the baselines measured in the same run:
 ``python3 -c 'print(1)'`` as a subprocess per call, and ``docker run`` per call.
 
-    python benchmarks/sandbox.py [--calls 300] [--backends bwrap,docker] [--json out.json]
+    python benchmarks/sandbox.py [--calls 300] [--backends bwrap,docker,gvisor] [--json out.json]
+    python benchmarks/sandbox.py --seccomp-ab [--rounds 3]   # what the syscall filter costs a warm call
+
+``gvisor`` is the docker backend on gVisor's ``runsc`` runtime (when dockerd has it).
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ async def timed_calls(call, n: int, concurrency: int) -> tuple[list[float], floa
 
 
 async def bench_sandbox(backend: str, n: int) -> dict[str, float]:
-    pool = SandboxPool(backend, size=8, max_size=8, config=SandboxConfig(timeout=30))
+    config = SandboxConfig(timeout=30, docker_runtime="runsc" if backend == "gvisor" else None)
+    pool = SandboxPool("docker" if backend == "gvisor" else backend, size=8, max_size=8, config=config)
     await pool.start()
     boxes = [await pool.acquire() for _ in range(8)]
     try:
@@ -83,13 +87,47 @@ async def bench_process(argv: list[str], n: int) -> dict[str, float]:
             "p50_ms_c8": pct(lat8, 0.5)}
 
 
+async def seccomp_ab(rounds: int, n: int) -> dict[str, list[float]]:
+    """Warm bwrap ``print(1)`` p50 (ms) with and without ``--seccomp``, interleaved rounds of ``n`` calls."""
+    from forage.sandboxes.code.bwrap import BwrapSandbox
+
+    class Unfiltered(BwrapSandbox):
+        def _argv(self, seccomp_fd: int, root: str) -> list[str]:
+            argv = super()._argv(seccomp_fd, root)
+            i = argv.index("--seccomp")
+            return argv[:i] + argv[i + 2:]
+
+    out: dict[str, list[float]] = {"with seccomp": [], "without": []}
+    for _ in range(rounds):
+        for name, cls in (("with seccomp", BwrapSandbox), ("without", Unfiltered)):
+            async with cls(SandboxConfig(timeout=30)) as sb:
+                for _ in range(20):
+                    await sb.run("print(1)")
+
+                async def call(k: int) -> None:
+                    await sb.run("print(1)")
+
+                lat, _ = await timed_calls(call, n, 1)
+                out[name].append(round(pct(lat, 0.5), 3))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=300, help="warm calls per backend and concurrency level")
     ap.add_argument("--baseline-calls", type=int, default=40, help="calls per baseline (they are slow)")
     ap.add_argument("--backends", default="bwrap,docker")
     ap.add_argument("--json", default="", help="also write the figures to this file")
+    ap.add_argument("--seccomp-ab", action="store_true", help="only compare bwrap with and without the syscall filter")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --seccomp-ab")
     args = ap.parse_args()
+    if args.seccomp_ab:
+        res = asyncio.run(seccomp_ab(args.rounds, args.calls))
+        for name, p50s in res.items():
+            print(f"warm bwrap {name:<14} p50 ms per round: {', '.join(f'{v:.3f}' for v in p50s)}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=1))
+        return
     backends = [b for b in args.backends.split(",") if b]
     results: dict[str, dict[str, float]] = {}
 
@@ -98,7 +136,7 @@ def main() -> None:
         results[f"warm {b}"] = asyncio.run(bench_sandbox(b, args.calls))
     print("baseline: subprocess python3 -c per call ...", flush=True)
     results["subprocess python3 -c"] = asyncio.run(bench_process(["python3", "-c", "print(1)"], args.baseline_calls))
-    if "docker" in backends:
+    if "docker" in backends or "gvisor" in backends:
         from forage.sandboxes.code.image import docker_image_tag
 
         print("baseline: docker run per call ...", flush=True)
@@ -115,11 +153,11 @@ def main() -> None:
     base = results["subprocess python3 -c"]
     for b in backends:
         w = results[f"warm {b}"]
-        ref_name = "docker run" if b == "docker" else "subprocess python3 -c"
+        ref_name = "docker run" if b in ("docker", "gvisor") and "docker run" in results else "subprocess python3 -c"
         ref = results[ref_name]
         print(f"warm {b}: p50 {ref['p50_ms'] / w['p50_ms']:.1f}x lower than {ref_name}, "
               f"{w['execs_s_c1'] / ref['execs_s_c1']:.1f}x the execs/s at c=1, {w['execs_s_c8'] / ref['execs_s_c8']:.1f}x at c=8"
-              + (f"; {base['p50_ms'] / w['p50_ms']:.1f}x lower p50 than subprocess python3 -c" if b == "docker" else "")
+              + (f"; {base['p50_ms'] / w['p50_ms']:.1f}x lower p50 than subprocess python3 -c" if ref_name != "subprocess python3 -c" else "")
               + f" (restart after a timeout: {w['restart_ms']:.0f} ms)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
