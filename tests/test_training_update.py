@@ -394,3 +394,28 @@ def test_bad_config_is_refused_before_any_model_loads(monkeypatch):
                         ({"rollout": {"max_turns": 3, "env_kwargs": {"max_turns": 5}}}, "rollout.env_kwargs.max_turns")]:
         with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
             config_from_dict(data)
+
+
+def test_a_failed_weight_push_stops_the_step_before_any_update(tmp_path):
+    from forage.agents.vllm_weights import WeightSyncError
+
+    tr = Trainer(tiny_config(tmp_path), progress=False)
+
+    class FailingPush:
+        last_sync_s = 0.0
+
+        def run(self, tasks, config, version, progress=False):
+            raise WeightSyncError("the server's workers did not load the weights")
+
+        def sync(self, version):
+            raise WeightSyncError("unreachable")
+
+        def close(self):
+            pass
+
+    tr.source, tr._task_pool = FailingPush(), ["task-0", "task-1"]
+    before = _params(tr.model)
+    with pytest.raises(WeightSyncError, match="did not load"):
+        tr.train_step()
+    after = _params(tr.model)
+    assert tr.step == 0 and all(torch.equal(before[k], after[k]) for k in before)
