@@ -251,7 +251,8 @@ def has_close_elements(numbers, threshold):
 """,
     "os_exit_at_module_level": "import os\nos._exit(0)\n",
     "os_exit_in_call": "def has_close_elements(numbers, threshold):\n    import os\n    os._exit(0)\n",
-    "sys_exit_at_module_level": "import sys\nsys.exit(0)\ndef has_close_elements(numbers, threshold):\n    return True\n",
+    "sys_exit_at_module_level": "import sys\nsys.exit(0)\n"
+                                "def has_close_elements(numbers, threshold):\n    return True\n",
     "system_exit_in_call": "def has_close_elements(numbers, threshold):\n    raise SystemExit(0)\n",
     "keyboard_interrupt": "def has_close_elements(numbers, threshold):\n    raise KeyboardInterrupt\n",
     "print_fake_markers": """
@@ -365,8 +366,8 @@ async def test_output_cap_never_turns_a_pass_into_a_fail():
     from forage.envs.grading.humaneval import grade_in_sandbox
 
     task = BY_ID["HumanEval/2"]
-    loud = "import sys\nprint('m' * 200_000)\n" + task.prompt + "    print('c' * 50_000, file=sys.stderr)\n" + \
-        task.answer
+    loud = "import sys\nprint('m' * 200_000)\n" + task.prompt + "    print('c' * 50_000)\n" \
+        "    print('e' * 50_000, file=sys.stderr)\n" + task.answer
     # a return value far larger than the cap crosses in pieces; the test's expected value is built here
     prompt = "def squares(n):\n    \"\"\"Decimal squares 0..n-1.\"\"\"\n"
     test = "def check(candidate):\n    assert candidate(3000) == [str(i * i) for i in range(3000)]\n"

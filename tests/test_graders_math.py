@@ -49,7 +49,8 @@ def test_checker_meets_the_targets_on_labelled_answers(name):
     rows = _rows(name)
     accepted, rejected = _errors(rows, answers_equivalent)
     n_wrong = sum(not r["equivalent"] for r in rows)
-    print(f"{name}: wrong accepted {len(accepted)}/{n_wrong}, equivalent rejected {len(rejected)}/{len(rows) - n_wrong}")
+    n_same = len(rows) - n_wrong
+    print(f"{name}: wrong accepted {len(accepted)}/{n_wrong}, equivalent rejected {len(rejected)}/{n_same}")
     assert len(accepted) <= 0.01 * n_wrong, accepted
     assert len(rejected) <= 0.05 * (len(rows) - n_wrong), rejected
 

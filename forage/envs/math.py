@@ -288,4 +288,5 @@ class MathPythonEnv(SandboxedToolEnv):
 
     def oracle_actions(self, task: Task) -> list[str]:
         """A perfect agent's turns: one python call, then the reference answer."""
-        return [self.format_call("python", code="print('checking')"), self.format_call("answer", answer=str(task.answer))]
+        return [self.format_call("python", code="print('checking')"),
+                self.format_call("answer", answer=str(task.answer))]

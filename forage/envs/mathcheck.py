@@ -177,7 +177,8 @@ def _braces(s: str) -> str:
 
 # -- the expression parser -------------------------------------------------------------------------
 
-_TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d*)?|\.\d+)|([A-Za-z](?:_\(?[A-Za-z0-9]+\)?)?)|(\*\*|<=|>=|[-+*/^()!,%±⦃⦄\[\]|=<>]))")
+_TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d*)?|\.\d+)|([A-Za-z](?:_\(?[A-Za-z0-9]+\)?)?)"
+                    r"|(\*\*|<=|>=|[-+*/^()!,%±⦃⦄\[\]|=<>]))")
 _FUNCS = {"sqrt", "floor", "ceil", "C", "binom", "binomial", "factorial", "log", "ln", "exp", "sin", "cos", "tan",
           "abs"}
 _CONSTS = {"pi", "oo", "inf", "infty"}

@@ -99,7 +99,7 @@ def forage_load(nonce, source, entry, room, reply=True):
 
 
 def forage_call(nonce, call, room):
-    """Call the solution's function with the tagged ``[args, kwargs]``; reply ``return:<tagged value>`` or ``error:...``."""
+    """Call the solution's function with the tagged ``[args, kwargs]``; reply ``return:<tagged value>`` or ``error:``."""
     import sys
 
     saved = _quiet()
