@@ -59,6 +59,7 @@ def vllm_server():
         log = Path(os.environ.get("FORAGE_TEST_VLLM_LOG", "/tmp/forage-test-vllm.log"))
         # --enforce-eager: no torch.compile warm-up, so the server is up in well under a minute on CPU.
         server = VLLMServer(model_dir(), dtype="bfloat16", max_model_len=4096, log_path=log, weight_sync=True,
+                            tool_call_parser="auto",  # /v1/chat/completions with tools= (forage serve policy's setup)
                             extra_args=["--enforce-eager", "--max-num-seqs", "64"])
         try:
             server.start(timeout=600)

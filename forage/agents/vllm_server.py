@@ -29,8 +29,90 @@ import httpx
 from ..asgi_thread import free_port
 from .policy import Generation, PolicyError, SamplingParams
 
-__all__ = ["VLLMServerPolicy", "VLLMServer", "free_port"]
+__all__ = ["VLLMServerPolicy", "VLLMServer", "free_port", "tool_calling_setup", "HERMES_CHATML_TEMPLATE"]
 
+# A ChatML chat template (SmolLM2's own, unchanged when no tools are given) that renders ``tools``
+# into the system message exactly as Forage's HermesFormat instructions do, assistant ``tool_calls``
+# as <tool_call> blocks and tool messages as <tool_response> blocks (consecutive ones in one user
+# turn), so that vLLM's ``hermes`` tool-call parser reads what the model writes. SmolLM2's own
+# template ignores ``tools=``; vLLM is given this one with ``--chat-template``.
+HERMES_CHATML_TEMPLATE = (
+    "{%- set ns = namespace(tools='') -%}"
+    "{%- if tools -%}{%- set ns.tools = '\n\n# Tools\n\nYou can call the functions below. Their signatures are "
+    "inside <tools></tools>:\n<tools>' -%}"
+    "{%- for t in tools -%}{%- set ns.tools = ns.tools + '\n' + (t | tojson) -%}{%- endfor -%}"
+    "{%- set ns.tools = ns.tools + '\n</tools>\n\nTo call a function, write a JSON object with its name and "
+    "arguments between <tool_call></tool_call> tags, one block per call:\n<tool_call>\n"
+    "{\"name\": \"<function-name>\", \"arguments\": {\"<arg>\": <value>}}\n</tool_call>\n"
+    "The results come back inside <tool_response></tool_response> tags.' -%}{%- endif -%}"
+    "{%- for message in messages -%}"
+    "{%- if loop.first and message['role'] != 'system' -%}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face' + ns.tools "
+    "+ '<|im_end|>\n' }}"
+    "{%- endif -%}"
+    "{%- if message['role'] == 'system' -%}"
+    "{{ '<|im_start|>system\n' + (message['content'] or '') + ns.tools + '<|im_end|>\n' }}"
+    "{%- elif message['role'] == 'tool' -%}"
+    "{%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' -%}{{ '<|im_start|>user\n' }}"
+    "{%- else -%}{{ '\n' }}{%- endif -%}"
+    "{{ '<tool_response>\n' + (message['content'] or '') + '\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' -%}{{ '<|im_end|>\n' }}{%- endif -%}"
+    "{%- elif message['role'] == 'assistant' and message.get('tool_calls') -%}"
+    "{{ '<|im_start|>assistant\n' + (message['content'] or '') }}"
+    "{%- for tc in message['tool_calls'] -%}{%- set f = tc.get('function', tc) -%}"
+    "{%- if message['content'] or not loop.first -%}{{ '\n' }}{%- endif -%}"
+    "{{ '<tool_call>\n{\"name\": ' + (f['name'] | tojson) + ', \"arguments\": ' }}"
+    "{%- if f['arguments'] is string -%}{{ f['arguments'] }}{%- else -%}{{ f['arguments'] | tojson }}{%- endif -%}"
+    "{{ '}\n</tool_call>' }}"
+    "{%- endfor -%}"
+    "{{ '<|im_end|>\n' }}"
+    "{%- else -%}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + (message['content'] or '') + '<|im_end|>\n' }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}"
+)
+
+
+def tool_calling_setup(model_dir: str | Path) -> tuple[str | None, str | None]:
+    """(vLLM ``--tool-call-parser``, ``--chat-template`` file or None) that match a model folder's chat template.
+
+    A template that already writes ``<tool_call>`` (Qwen2.5/3, Hermes) gets the ``hermes`` parser; a
+    plain ChatML template without tool support (SmolLM2) gets ``hermes`` and :data:`HERMES_CHATML_TEMPLATE`;
+    Llama 3.1+ gets ``llama3_json`` and Mistral ``mistral``. (None, None) when nothing is recognised
+    (or the folder has no template): the server then runs without tool parsing.
+    """
+    import json
+
+    folder = Path(model_dir)
+    template = ""
+    if (folder / "chat_template.jinja").is_file():
+        template = (folder / "chat_template.jinja").read_text(errors="replace")
+    elif (folder / "tokenizer_config.json").is_file():
+        try:
+            raw = json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template") or ""
+        except (OSError, ValueError):
+            raw = ""
+        template = raw if isinstance(raw, str) else " ".join(str(t.get("template", "")) for t in raw if isinstance(t, dict))
+    if "<tool_call>" in template:
+        return "hermes", None
+    if "<|python_tag|>" in template or ("<|start_header_id|>" in template and "tools" in template):
+        return "llama3_json", None
+    if "[TOOL_CALLS]" in template:
+        return "mistral", None
+    if "<|im_start|>" in template and "tools" not in template:
+        from ..assets import cache_dir
+
+        import hashlib
+
+        digest = hashlib.sha256(HERMES_CHATML_TEMPLATE.encode()).hexdigest()[:12]
+        path = cache_dir("templates") / f"hermes_chatml-{digest}.jinja"
+        if not path.exists():
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(HERMES_CHATML_TEMPLATE)
+            tmp.replace(path)
+        return "hermes", str(path)
+    return None, None
 
 
 
@@ -150,8 +232,20 @@ class VLLMServer:
         kv_cache_gib: int = 1,
         memory_fraction: float | None = None,
         weight_sync: bool = False,
+        tool_call_parser: str | None = None,
+        chat_template: str | Path | None = None,
     ) -> None:
         self.model = str(model)
+        # ``tool_call_parser`` turns on vLLM's --enable-auto-tool-choice with that parser (``tools=`` in
+        # /v1/chat/completions then returns ``tool_calls``); "auto" picks it from the model's template.
+        if tool_call_parser == "auto":
+            tool_call_parser, auto_template = tool_calling_setup(self.model)
+            chat_template = chat_template if chat_template is not None else auto_template
+            if tool_call_parser is None:
+                raise ValueError(f"cannot tell which tool-call parser fits the chat template of {self.model}; "
+                                 "pass one (e.g. hermes, llama3_json, mistral)")
+        self.tool_call_parser = tool_call_parser
+        self.chat_template = str(chat_template) if chat_template is not None else None
         self.weight_sync = weight_sync   # accept weight pushes (forage.agents.vllm_weights)
         self.port = port or free_port()
         self.dtype = dtype
@@ -180,6 +274,10 @@ class VLLMServer:
             from .vllm_weights import EXTENSION
 
             cmd += ["--worker-extension-cls", EXTENSION]
+        if self.tool_call_parser:
+            cmd += ["--enable-auto-tool-choice", "--tool-call-parser", self.tool_call_parser]
+        if self.chat_template:
+            cmd += ["--chat-template", self.chat_template]
         return cmd + self.extra_args
 
     def start(self, wait: bool = True, timeout: float = 300.0) -> "VLLMServer":

@@ -13,8 +13,12 @@ def serve_policy(
     port: int = typer.Option(8000, "--port"),
     dtype: str = typer.Option("bfloat16", "--dtype"),
     max_model_len: int = typer.Option(4096, "--max-model-len"),
+    tool_call_parser: str = typer.Option("auto", "--tool-call-parser", help="vLLM tool-call parser: 'auto' (from the "
+                                         "model's chat template: hermes for SmolLM2/Qwen), 'none', or a parser name."),
+    chat_template: str = typer.Option(None, "--chat-template", help="A chat template file (default: the model's, or "
+                                      "Forage's Hermes ChatML one when the model's ignores tools)."),
 ) -> None:
-    """Start a vLLM OpenAI-compatible server for the policy model and wait until it is healthy."""
+    """Start a vLLM OpenAI-compatible server for the policy model (tool calls parsed) and wait until it is healthy."""
     import signal
     import time
 
@@ -22,8 +26,15 @@ def serve_policy(
     from forage.agents.vllm_server import VLLMServer
 
     path = resolve_model(model)
-    server = VLLMServer(path, port=port, dtype=dtype, max_model_len=max_model_len)
-    typer.echo(f"starting vLLM for {path} on {server.url} (30-120 s on CPU)...", err=True)
+    try:
+        server = VLLMServer(path, port=port, dtype=dtype, max_model_len=max_model_len,
+                            tool_call_parser=None if tool_call_parser == "none" else tool_call_parser,
+                            chat_template=chat_template)
+    except ValueError as e:
+        typer.echo(f"error: {e}; or pass --tool-call-parser none", err=True)
+        raise typer.Exit(2)
+    tools = (f"tool calls parsed by '{server.tool_call_parser}'" if server.tool_call_parser else "no tool-call parsing")
+    typer.echo(f"starting vLLM for {path} on {server.url}, {tools} (30-120 s on CPU)...", err=True)
     try:
         server.start(wait=True)
         typer.echo(f"ready: {server.url}  (policy spec: vllm:{server.url}); Ctrl-C stops it", err=True)
