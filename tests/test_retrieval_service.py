@@ -46,12 +46,14 @@ def test_health_reports_index_and_counters(live_service):
 
 @pytest.mark.parametrize("body,status,fragment", [
     (b"{not json", 400, "not valid JSON"),
-    (json.dumps({"queries": "x" * 10, "topk": 0}).encode(), 422, "topk"),
-    (json.dumps({"queries": ["x"], "topk": 101}).encode(), 422, "topk"),
+    (json.dumps({"queries": "x" * 10, "topk": -1}).encode(), 422, "topk"),
+    (json.dumps({"queries": ["x"], "topk": 10_001}).encode(), 422, "topk"),
+    (json.dumps({"queries": ["x"], "topk": 2.5}).encode(), 422, "topk"),
     (json.dumps({"queries": ["x"], "topk": "3"}).encode(), 422, "topk"),
     (json.dumps({"queries": ["x"], "topk": True}).encode(), 422, "topk"),
     (json.dumps({"queries": [1, 2]}).encode(), 422, "list of strings"),
-    (json.dumps({"queries": ["x"] * 600}).encode(), 422, "at most"),
+    (json.dumps({"queries": ["x"] * 65_537}).encode(), 413, "at most"),
+    (json.dumps({"queries": ["x"] * 2_000, "topk": 100}).encode(), 413, "hits"),
     (json.dumps({"queries": ["x"], "method": "magic"}).encode(), 422, "method"),
     (json.dumps([1, 2, 3]).encode(), 422, "JSON object"),
 ])
@@ -121,7 +123,7 @@ async def test_http_backend_matches_in_process(live_service, default_retriever):
     assert http.search(queries, 2)[0][0].id == b[0][0].id
     assert http.health()["status"] == "ok"
     with pytest.raises(BackendError, match="rejected"):
-        await http.asearch(["x"], 0)
+        await http.asearch(["x"], -1)
     await http.aclose()
 
 

@@ -46,7 +46,11 @@ class InProcessBackend:
 class HTTPBackend:
     """Client of a ``forage serve retriever`` (or Search-R1-compatible) ``POST /retrieve`` service."""
 
-    def __init__(self, url: str = "http://127.0.0.1:8001", timeout: float = 30.0, method: str | None = None) -> None:
+    def __init__(self, url: str = "http://127.0.0.1:8001", timeout: float = 30.0, method: str | None = None,
+                 max_queries_per_request: int = 4096) -> None:
+        if max_queries_per_request < 1:
+            raise ValueError("max_queries_per_request must be >= 1")
+        self.max_queries_per_request = max_queries_per_request  # larger batches go as several requests
         self.url = url.rstrip("/")
         if self.url.endswith("/retrieve"):
             self.url = self.url[: -len("/retrieve")]
@@ -74,6 +78,10 @@ class HTTPBackend:
 
     async def asearch(self, queries: Sequence[str], k: int = 3) -> list[list[Hit]]:
         """Top-``k`` hits for each query; raises :class:`BackendError` on any failure."""
+        step = self.max_queries_per_request
+        if len(queries) > step:
+            parts = await asyncio.gather(*(self.asearch(queries[i:i + step], k) for i in range(0, len(queries), step)))
+            return [row for part in parts for row in part]
         try:
             resp = await self._client().post(self.url + "/retrieve", json=self._payload(queries, k))
         except httpx.TimeoutException:
@@ -84,6 +92,9 @@ class HTTPBackend:
 
     def search(self, queries: Sequence[str], k: int = 3) -> list[list[Hit]]:
         """Synchronous twin of :meth:`asearch`."""
+        step = self.max_queries_per_request
+        if len(queries) > step:
+            return [row for i in range(0, len(queries), step) for row in self.search(queries[i:i + step], k)]
         try:
             resp = httpx.post(self.url + "/retrieve", json=self._payload(queries, k), timeout=self.timeout)
         except httpx.HTTPError as e:

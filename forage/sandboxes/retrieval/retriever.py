@@ -147,11 +147,11 @@ class Retriever:
         return None if i is None else self.docs[i]
 
     def search_ids(self, queries: Sequence[str], k: int = 3, method: str = "dense",
-                   vectors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, row ids) arrays for a batch of queries."""
+                   vectors: np.ndarray | None = None, max_k: int = MAX_K) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, row ids) arrays for a batch of queries (k clamped to 1..``max_k`` and the corpus size)."""
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
-        k = max(1, min(int(k), MAX_K, len(self.docs)))
+        k = max(1, min(int(k), int(max_k), len(self.docs)))
         if method == "bm25":
             if self.bm25 is None:
                 raise ValueError("this index has no BM25 part (built with --no-bm25)")

@@ -12,13 +12,18 @@ from typing import Any
 import numpy as np
 
 from ...asgi_thread import ThreadedASGIServer
-from .retriever import MAX_K, METHODS, Retriever
+from .retriever import METHODS, Retriever
 
-__all__ = ["ServiceConfig", "Batcher", "create_app", "serve", "ThreadedServer"]
+__all__ = ["ServiceConfig", "Batcher", "create_app", "serve", "ThreadedServer", "MAX_QUERIES", "MAX_HITS", "MAX_TOPK"]
 
-MAX_QUERIES = 512          # per request
+# The memory bound of one request (what is refused, with 413, is only what goes past it): the body,
+# the number of queries, and queries x topk (the hits held and written back; 131,072 hits of ~1 KB
+# documents are ~130 MB of JSON). Search-R1's train_grpo.sh sends up to 2,560 queries at topk 3.
+MAX_QUERIES = 65_536       # per request
+MAX_HITS = 131_072         # queries x effective topk per request
+MAX_TOPK = 10_000          # the most hits one query may ask for (Search-R1 serves any k FAISS can)
 MAX_QUERY_CHARS = 8192     # longer queries are cut (the encoder truncates to its max tokens anyway)
-MAX_BODY_BYTES = 8 << 20
+MAX_BODY_BYTES = 64 << 20
 
 
 @dataclass
@@ -27,9 +32,19 @@ class ServiceConfig:
 
     default_topk: int = 3
     method: str = "dense"        # default search method (a request may name another)
-    max_batch: int = 256         # queries per encoder+FAISS call
+    max_batch: int = 256         # queries per encoder+FAISS call (a larger request is streamed in chunks of it)
     wait_ms: float = 3.0         # how long the first request of a batch waits for company
     cache_size: int = 10_000     # query embeddings kept (LRU); 0 disables
+
+    def __post_init__(self) -> None:
+        if isinstance(self.default_topk, bool) or not isinstance(self.default_topk, int) or not 1 <= self.default_topk <= MAX_TOPK:
+            raise ValueError(f"default_topk must be an integer from 1 to {MAX_TOPK}, got {self.default_topk!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
+        if not isinstance(self.max_batch, int) or self.max_batch < 1:
+            raise ValueError(f"max_batch must be a positive integer, got {self.max_batch!r}")
+        if not self.wait_ms >= 0 or not self.cache_size >= 0:
+            raise ValueError("wait_ms and cache_size must be >= 0")
 
 
 class _LRU:
@@ -53,7 +68,12 @@ class _LRU:
 
 
 class Batcher:
-    """Collects concurrent requests for a few ms and answers them with one encoder+FAISS call."""
+    """Collects concurrent requests for a few ms and answers them with encoder+FAISS calls of at most ``max_batch``.
+
+    A request larger than ``max_batch`` is cut into chunks that queue like separate requests, so a
+    Search-R1-sized batch (thousands of queries) is streamed through, interleaved with the others,
+    and never makes one call (and its memory) larger than ``max_batch`` queries.
+    """
 
     def __init__(self, retriever: Retriever, config: ServiceConfig) -> None:
         self.retriever = retriever
@@ -61,7 +81,8 @@ class Batcher:
         self.cache = _LRU(config.cache_size)
         self.queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
-        self.stats = {"requests": 0, "queries": 0, "batches": 0, "cache_hits": 0, "errors": 0}
+        self._held: tuple | None = None   # an item that did not fit the last batch: it opens the next one
+        self.stats = {"requests": 0, "queries": 0, "batches": 0, "cache_hits": 0, "errors": 0, "largest_batch": 0}
 
     async def start(self) -> None:
         """Start the batching worker on the running loop."""
@@ -78,18 +99,31 @@ class Batcher:
                 pass
 
     async def submit(self, queries: list[str], k: int, method: str) -> tuple[np.ndarray, np.ndarray]:
-        """Queue a request; resolves to its (scores, ids)."""
+        """Queue a request (in chunks of ``max_batch``); resolves to its (scores, ids)."""
         assert self.queue is not None, "Batcher.start() was not called"
-        fut = asyncio.get_running_loop().create_future()
-        await self.queue.put((queries, k, method, fut))
+        loop = asyncio.get_running_loop()
+        step = self.config.max_batch
+        futures = []
+        for start in range(0, len(queries), step):
+            fut = loop.create_future()
+            futures.append(fut)
+            await self.queue.put((queries[start:start + step], k, method, fut))
         self.stats["requests"] += 1
-        return await fut
+        try:
+            parts = [await fut for fut in futures]
+        finally:  # a client gone mid-request: its queued chunks are skipped, not computed
+            for fut in futures:
+                fut.cancel()
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     async def _run(self) -> None:
         assert self.queue is not None
         while True:
-            batch = [await self.queue.get()]
-            n = len(batch[0][0])
+            first, self._held = (self._held, None) if self._held is not None else (await self.queue.get(), None)
+            batch = [first]
+            n = len(first[0])
             deadline = time.perf_counter() + self.config.wait_ms / 1000
             while n < self.config.max_batch:
                 timeout = deadline - time.perf_counter()
@@ -97,11 +131,15 @@ class Batcher:
                     item = await asyncio.wait_for(self.queue.get(), timeout) if timeout > 0 else self.queue.get_nowait()
                 except (asyncio.TimeoutError, asyncio.QueueEmpty):
                     break
+                if n + len(item[0]) > self.config.max_batch:
+                    self._held = item
+                    break
                 batch.append(item)
                 n += len(item[0])
             by_method: dict[str, list] = {}
             for item in batch:
-                by_method.setdefault(item[2], []).append(item)
+                if not item[3].done():   # cancelled: the client went away
+                    by_method.setdefault(item[2], []).append(item)
             for method, items in by_method.items():
                 try:
                     results = await asyncio.to_thread(self._compute, items, method)
@@ -135,9 +173,10 @@ class Batcher:
                 for q, v in zip(texts, encoded):
                     self.cache.put(q, v)
                     vectors[missing[q]] = v
-        scores, ids = self.retriever.search_ids(queries, k, method, vectors=vectors)
+        scores, ids = self.retriever.search_ids(queries, k, method, vectors=vectors, max_k=MAX_TOPK)
         self.stats["batches"] += 1
         self.stats["queries"] += len(queries)
+        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(queries))
         out, start = [], 0
         for qs, kk, _, _ in items:
             out.append((scores[start:start + len(qs), :kk], ids[start:start + len(qs), :kk]))
@@ -160,16 +199,20 @@ def _parse_request(body: Any, config: ServiceConfig) -> tuple[list[str], int, bo
         queries = [queries]
     if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
         return "'queries' must be a list of strings"
-    if len(queries) > MAX_QUERIES:
-        return f"at most {MAX_QUERIES} queries per request, got {len(queries)}"
     topk = body.get("topk", body.get("k"))
-    if topk is None:
+    if isinstance(topk, float) and topk.is_integer():
+        topk = int(topk)
+    if isinstance(topk, bool) or (topk is not None and not isinstance(topk, int)) or (topk or 0) < 0:
+        return f"'topk' must be a non-negative integer (0 or null: the server's default), got {topk!r}"
+    if not topk:  # Search-R1's server: `if not request.topk: request.topk = config.retrieval_topk`
         topk = config.default_topk
-    if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= MAX_K:
-        return f"'topk' must be an integer from 1 to {MAX_K}, got {topk!r}"
+    if topk > MAX_TOPK:
+        return f"'topk' is at most {MAX_TOPK}, got {topk}"
     method = body.get("method") or config.method
     if method not in METHODS:
         return f"'method' must be one of {list(METHODS)}, got {method!r}"
+    if len(queries) > MAX_QUERIES:
+        return f"at most {MAX_QUERIES} queries per request, got {len(queries)}"
     clean = [q[:MAX_QUERY_CHARS].encode("utf-8", "replace").decode("utf-8") for q in queries]
     return clean, topk, bool(body.get("return_scores", False)), method
 
@@ -188,6 +231,9 @@ def create_app(retriever: Retriever, config: ServiceConfig | None = None):
     started = time.time()
 
     async def retrieve(request: Request):
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return _error(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
         raw = await request.body()
         if len(raw) > MAX_BODY_BYTES:
             return _error(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
@@ -197,8 +243,12 @@ def create_app(retriever: Retriever, config: ServiceConfig | None = None):
             return _error(400, f"the body is not valid JSON: {e}")
         parsed = _parse_request(body, config)
         if isinstance(parsed, str):
-            return _error(422, parsed)
+            return _error(413 if parsed.startswith("at most") else 422, parsed)
         queries, topk, with_scores, method = parsed
+        hits = len(queries) * min(topk, len(retriever.docs))
+        if hits > MAX_HITS:
+            return _error(413, f"at most {MAX_HITS} hits (queries x topk) per request, got {len(queries)} x "
+                               f"{min(topk, len(retriever.docs))} = {hits}; send fewer queries per request")
         if not queries:
             return JSONResponse({"result": []})
         try:
