@@ -71,6 +71,25 @@ BUILTIN_ENVS: dict[str, tuple[str, str, dict[str, Any]]] = {
         "Game of 24: make 24 from four numbers (all 1362 solvable sets) with a calculator; exact rational grading.",
         {},
     ),
+    "forage/TextWorld-v0": (
+        "forage.envs.games.textworld_games:TextWorldEnv",
+        "TextWorld simple games (tw-make, level 1 of 3, generated and cached on first use); command tool, walkthrough oracle.",
+        {},
+    ),
+    **{f"forage/TextWorld-{name.capitalize()}-v0": (
+        "forage.envs.games.textworld_games:TextWorldEnv",
+        f"TextWorld {desc} games (see TextWorld-v0).", {"challenge": name, "level": level})
+       for name, desc, level in (("coin", "coin collector (level 5 of 300)", 5),
+                                 ("treasure", "treasure hunter (level 5 of 30)", 5),
+                                 ("cooking", "cooking (FTWP-style, level 1 of 3)", 1))},
+    "forage/BabyAI-v0": (
+        "forage.envs.games.babyai:BabyAIEnv",
+        "BabyAI single-room levels (go to, pick up, put next to, open) described in text as BabyAI-Text; bot oracle.",
+        {},
+    ),
+    **{f"forage/BabyAI-{level}-v0": ("forage.envs.games.babyai:BabyAIEnv", f"BabyAI {level} only (see BabyAI-v0).",
+                                     {"levels": [level]})
+       for level in ("GoToLocal", "PutNextLocal")},
 }
 
 
