@@ -157,7 +157,8 @@ def main() -> None:
         ref = results[ref_name]
         print(f"warm {b}: p50 {ref['p50_ms'] / w['p50_ms']:.1f}x lower than {ref_name}, "
               f"{w['execs_s_c1'] / ref['execs_s_c1']:.1f}x the execs/s at c=1, {w['execs_s_c8'] / ref['execs_s_c8']:.1f}x at c=8"
-              + (f"; {base['p50_ms'] / w['p50_ms']:.1f}x lower p50 than subprocess python3 -c" if ref_name != "subprocess python3 -c" else "")
+              + (f"; {base['p50_ms'] / w['p50_ms']:.1f}x lower p50 than subprocess python3 -c"
+                 if ref_name != "subprocess python3 -c" else "")
               + f" (restart after a timeout: {w['restart_ms']:.0f} ms)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

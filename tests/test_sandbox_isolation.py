@@ -139,7 +139,8 @@ libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 res = []
 for ring in ({KEY_SPEC_SESSION}, {KEY_SPEC_USER}, {KEY_SPEC_USER_SESSION}):
-    res.append((libc.syscall({NR['keyctl']}, {KEYCTL_SEARCH}, ctypes.c_long(ring), b'user', {desc!r}, 0), ctypes.get_errno()))
+    res.append((libc.syscall({NR['keyctl']}, {KEYCTL_SEARCH}, ctypes.c_long(ring), b'user', {desc!r}, 0),
+                ctypes.get_errno()))
     res.append((libc.syscall({NR['keyctl']}, {KEYCTL_GET_KEYRING_ID}, ctypes.c_long(ring), 0), ctypes.get_errno()))
     res.append((libc.syscall({NR['add_key']}, b'user', {planted!r}, b'x', 1, ctypes.c_long(ring)), ctypes.get_errno()))
 res.append((libc.syscall({NR['request_key']}, b'user', {desc!r}, None, 0), ctypes.get_errno()))
@@ -197,7 +198,8 @@ KERNEL_SURFACE = {
     "keyctl": f"{KEYCTL_GET_KEYRING_ID}, -3, 0", "add_key": "b'user', b'k', b'v', 1, -3",
     "request_key": "b'user', b'k', None, 0", "process_vm_readv": "os.getpid(), None, 0, None, 0, 0",
     "kcmp": "os.getpid(), os.getpid(), 0, 0, 0", "pidfd_getfd": "-1, 0, 0", "fsopen": "None, 0",
-    "open_tree": "-1, None, 0", "pivot_root": "None, None", "kexec_load": "0, 0, None, 0", "init_module": "None, 0, None",
+    "open_tree": "-1, None, 0", "pivot_root": "None, None", "kexec_load": "0, 0, None, 0",
+    "init_module": "None, 0, None",
     "swapon": "None, 0", "syslog": "3, None, 0", "open_by_handle_at": "-1, None, 0",
 }
 

@@ -26,7 +26,7 @@ def orphans(backend: str) -> list[str]:
     if backend == GVISOR:  # also runsc's host processes (sentry, gofer) of containers that are gone
         from forage.sandboxes.code.docker import docker_client
 
-        ids = {c.id for c in docker_client().containers.list(all=True)}
+        ids = {c["Id"] for c in docker_client().api.containers(all=True)}
         stray = []
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
@@ -38,12 +38,12 @@ def orphans(backend: str) -> list[str]:
                 stray += [f"{cmdline.split(chr(0))[0]} {pid} of {c[:12]}" for c in gone]
         return orphans("docker") + stray
     if backend == "docker":
-        from forage.sandboxes.code.docker import docker_client, owner_label
+        from forage.sandboxes.code.docker import docker_client, labelled_containers, owner_label
 
         ids = {sb.id for sb in live}
-        return [f"container {c.short_id} of {c.labels.get('forage.sandbox.id')}"
-                for c in docker_client().containers.list(all=True, filters={"label": f"forage.owner={owner_label()}"})
-                if c.labels.get("forage.sandbox.id") not in ids]
+        return [f"container {c['Id'][:12]} of {c['Labels'].get('forage.sandbox.id')}"
+                for c in labelled_containers(docker_client(), [f"forage.owner={owner_label()}"])
+                if c["Labels"].get("forage.sandbox.id") not in ids]
     from forage.sandboxes.code.cgroups import _parents, list_cgroups
 
     kept = {sb._cg.name for sb in live if getattr(sb, "_cg", None) is not None}

@@ -104,14 +104,14 @@ def test_sandboxes_of_a_killed_owner_are_reaped(backend):
             proc.kill()
             proc.wait()
     if backend == "docker":
-        from forage.sandboxes.code.docker import LABEL, docker_client, reap_containers
+        from forage.sandboxes.code.docker import LABEL, docker_client, labelled_containers, reap_containers
 
-        left = [c for c in docker_client().containers.list(all=True, filters={"label": LABEL})
-                if c.labels.get("forage.owner", "").startswith(f"{owner}:")]
+        left = [c for c in labelled_containers(docker_client(), [LABEL])
+                if c["Labels"].get("forage.owner", "").startswith(f"{owner}:")]
         assert len(left) == 2  # still there after the crash...
         reap_containers()  # ...until the next start (or `forage sandbox reap`)
-        left = [c for c in docker_client().containers.list(all=True, filters={"label": LABEL})
-                if c.labels.get("forage.owner", "").startswith(f"{owner}:")]
+        left = [c for c in labelled_containers(docker_client(), [LABEL])
+                if c["Labels"].get("forage.owner", "").startswith(f"{owner}:")]
         assert left == []
     else:
         from forage.sandboxes.code.cgroups import list_cgroups, reap_stale_cgroups

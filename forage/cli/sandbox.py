@@ -121,12 +121,14 @@ def ls() -> None:
     from ..sandboxes.code.daemon import docker_ping
 
     if docker_ping():
-        from ..sandboxes.code.docker import LABEL, docker_client
+        from ..sandboxes.code.docker import LABEL, docker_client, labelled_containers
 
-        rows = docker_client().containers.list(all=True, filters={"label": LABEL})
+        rows = labelled_containers(docker_client(), [LABEL])
         typer.echo(f"{len(rows)} docker sandbox container(s)")
         for c in rows:
-            typer.echo(f"  {c.short_id}  {c.status:<8} owner={c.labels.get('forage.owner', '?')}  {c.image.tags}")
+            labels = c.get("Labels") or {}
+            typer.echo(f"  {c['Id'][:12]}  {c.get('State', '?'):<8} owner={labels.get('forage.owner', '?')}  "
+                       f"id={labels.get('forage.sandbox.id', '?')}  {c.get('Image', '')}")
     else:
         typer.echo("no docker daemon answers")
     groups = list_cgroups()

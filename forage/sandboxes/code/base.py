@@ -66,7 +66,8 @@ class SandboxConfig:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"SandboxConfig.{name} must be a positive int, not {getattr(self, name)!r}")
         if self.docker_runtime is not None and not (isinstance(self.docker_runtime, str) and self.docker_runtime):
-            raise ValueError(f"SandboxConfig.docker_runtime must be None or a runtime name, not {self.docker_runtime!r}")
+            raise ValueError(f"SandboxConfig.docker_runtime must be None or a runtime name, "
+                             f"not {self.docker_runtime!r}")
 
 
 @dataclass

@@ -114,7 +114,8 @@ class BwrapSandbox(Sandbox):
     def _argv(self, seccomp_fd: int, root: str) -> list[str]:
         """The bubblewrap command line (the root directory as bwrap will see it)."""
         c = self.config
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "LANG": "C.UTF-8",
+               "PYTHONDONTWRITEBYTECODE": "1",
                "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", **c.env}
         argv = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
                 "--ro-bind", root, "/", "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
@@ -137,7 +138,8 @@ class BwrapSandbox(Sandbox):
             steps.append(f"ulimit -v {self.config.memory_mb << 10}")  # no cgroup: cap the address space instead
         steps.append(f"ulimit -n {NOFILE}")
         if os.geteuid() != 0:
-            return ["/bin/sh", "-c", " && ".join(steps) + ' && exec "$@"', "sh", *self._argv(seccomp_fd, str(self.root))]
+            script = " && ".join(steps) + ' && exec "$@"'
+            return ["/bin/sh", "-c", script, "sh", *self._argv(seccomp_fd, str(self.root))]
         # As root: a private mount namespace (gone with the sandbox) where the root is reachable for nobody.
         mountpoint = _root_mountpoint() or _MOUNTPOINTS[0]
         steps.insert(len(steps) - 1, f'mount --bind "$0" {mountpoint}')

@@ -15,7 +15,7 @@ from .image import SANDBOX_UID, docker_image_tag
 from .limits import NOFILE, shm_mb, tmp_mb
 from .seccomp import docker_profile
 
-__all__ = ["DockerSandbox", "docker_client", "reap_containers", "docker_runtimes", "LABEL"]
+__all__ = ["DockerSandbox", "docker_client", "reap_containers", "docker_runtimes", "labelled_containers", "LABEL"]
 
 LABEL = "forage.sandbox"
 """Every container we start carries this label (plus ``forage.owner`` = the owner's pid and start time)."""
@@ -69,32 +69,37 @@ def docker_runtimes(client=None) -> list[str]:
     return sorted((client.info().get("Runtimes") or {}).keys())
 
 
+def labelled_containers(client, labels: list[str]) -> list[dict]:
+    """``{"Id", "Labels", "State", ...}`` of every container carrying all ``labels`` (``key=value``).
+
+    One list call, no per-container inspect: a container removed meanwhile cannot make it fail.
+    """
+    return client.api.containers(all=True, filters={"label": labels})
+
+
+def _remove(client, container_id: str) -> bool:
+    try:
+        client.api.remove_container(container_id, force=True)
+        return True
+    except Exception:  # already gone, or being removed by another thread
+        return False
+
+
 def _remove_labelled(client, labels: list[str]) -> int:
-    """Force-remove every container carrying all ``labels`` (``key=value``); return how many."""
-    removed = 0
-    for c in client.containers.list(all=True, filters={"label": labels}):
-        try:
-            c.remove(force=True)
-            removed += 1
-        except Exception:
-            pass
-    return removed
+    """Force-remove every container carrying all ``labels``; return how many."""
+    return sum(_remove(client, c["Id"]) for c in labelled_containers(client, labels))
 
 
 def reap_containers(only_dead_owners: bool = True, client=None) -> int:
     """Remove Forage sandbox containers: those whose owner process is gone (or all of them); return how many."""
     client = client or docker_client()
     removed = 0
-    for c in client.containers.list(all=True, filters={"label": LABEL}):
-        owner = c.labels.get("forage.owner", "")
+    for c in labelled_containers(client, [LABEL]):
+        owner = (c.get("Labels") or {}).get("forage.owner", "")
         pid = owner.split(":", 1)[0]
         if only_dead_owners and pid.isdigit() and _owner_id(int(pid)) == owner and owner != "":
             continue
-        try:
-            c.remove(force=True)
-            removed += 1
-        except Exception:
-            pass
+        removed += _remove(client, c["Id"])
     return removed
 
 
@@ -102,8 +107,7 @@ def _remove_own_containers() -> None:
     if _client is None or _client_pid != os.getpid():
         return  # a forked child leaves its parent's containers alone
     try:
-        for c in _client.containers.list(all=True, filters={"label": f"forage.owner={owner_label()}"}):
-            c.remove(force=True)
+        _remove_labelled(_client, [f"forage.owner={owner_label()}"])
     except Exception:
         pass
 
@@ -226,7 +230,8 @@ class DockerSandbox(Sandbox):
                    "/tmp": f"size={tmp_mb(c)}m,mode=1777"},
             mem_limit=f"{c.memory_mb}m", memswap_limit=f"{c.memory_mb}m", pids_limit=c.pids + _runtime_own_pids(c),
             nano_cpus=int(c.cpus * 1e9), cap_drop=["ALL"],
-            security_opt=["no-new-privileges", f"seccomp={docker_profile(runtime=c.docker_runtime)}"], runtime=c.docker_runtime,
+            security_opt=["no-new-privileges", f"seccomp={docker_profile(runtime=c.docker_runtime)}"],
+            runtime=c.docker_runtime,
             ipc_mode="private", shm_size=f"{shm_mb(c)}m", ulimits=[{"Name": "nofile", "Soft": NOFILE, "Hard": NOFILE}],
             stdin_open=True, labels={LABEL: "1", "forage.owner": owner_label(), "forage.sandbox.id": self.id},
             log_config={"type": "none"},
