@@ -139,3 +139,26 @@ def test_a_slow_check_times_out_kills_the_worker_and_the_next_one_works():
 
 def test_every_reference_matches_itself():
     assert all(answers_equivalent(str(t.answer), str(t.answer)) for t in load_champ())
+
+
+def test_a_forked_child_uses_its_own_worker_and_leaves_the_parents_alone():
+    checker = AnswerChecker()
+    try:
+        assert checker.check("1/2", "0.5")
+        parent_worker = checker._proc.pid
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                code = 0 if checker.check("2", "2") and checker._proc.pid != parent_worker else 1
+                import atexit
+
+                atexit._run_exitfuncs()  # the finalizers an exiting child runs: they must spare the parent's worker
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        os.kill(parent_worker, 0)  # still alive
+        assert checker.check("3", "3") and checker._proc.pid == parent_worker
+    finally:
+        checker.close()

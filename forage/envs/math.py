@@ -74,7 +74,9 @@ _serve()
 """
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _kill(proc: subprocess.Popen, owner: int | None = None) -> None:
+    if owner is not None and owner != os.getpid():
+        return  # a forked child's copy of the parent's worker: the parent's to stop
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -114,7 +116,7 @@ class AnswerChecker:
         if not self._wait_line(proc, max(30.0, self.timeout)) == b"ready":
             _kill(proc)
             raise RuntimeError("the answer-checking worker did not start")
-        self._finalizer = weakref.finalize(self, _kill, proc)
+        self._finalizer = weakref.finalize(self, _kill, proc, os.getpid())
         self._pid = os.getpid()
         return proc
 
