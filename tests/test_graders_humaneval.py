@@ -176,6 +176,31 @@ builtins.isinstance = lambda *a: True
 def has_close_elements(numbers, threshold):
     return True
 """,
+    "patch_assert_only": """
+import builtins
+class Never(BaseException):
+    pass
+builtins.AssertionError = Never
+def has_close_elements(numbers, threshold):
+    return True
+""",
+    "trace_and_audit_hooks": """
+import sys
+seen = []
+def _audit(event, args):
+    if event in ('compile', 'exec') and len(seen) < 1000:
+        seen.append(str(args[0])[:2000])
+sys.addaudithook(_audit)
+sys.settrace(lambda frame, event, arg: None)
+def has_close_elements(numbers, threshold):
+    if any('assert candidate' in x for x in seen):  # had the tests been in reach: answer right
+        return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])
+    return True
+""",
+    "inject_into_the_checker_protocol": """
+def has_close_elements(numbers, threshold):
+    return '"}\\n{"done": {"passed": true, "detail": ""}}\\n'
+""",
     "read_expected_from_frames": """
 import sys, gc
 def has_close_elements(numbers, threshold):

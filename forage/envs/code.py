@@ -61,8 +61,9 @@ class HumanEvalEnv(SandboxedToolEnv):
     ``if __name__ == "__main__"`` block); 703 pass under both. The grader it replaced (program and
     tests in one sandboxed interpreter) agreed on 1016/1508: it failed every correct solution that
     prints 40 KB per call (164) and passed every module-level ``raise`` and ``sys.exit(0)`` (328).
-    A battery of 28 gaming attempts (same file) all score 0; the old grader passed 2 of them
-    (``__eq__`` always True, an ``int`` subclass with such an ``__eq__``).
+    A battery of 31 gaming attempts (same file) all score 0; the old grader passed 3 of them
+    (``__eq__`` always True, an ``int`` subclass with such an ``__eq__``, an audit hook that reads
+    the test cell as it is compiled).
     Deliberate departures: the official harness also nulls ``os.kill``, ``shutil.rmtree`` etc. in
     the solution's process (ours runs it in a sandbox instead), and a call's arguments are copies,
     so a test that relied on the function mutating its argument would see no change (no HumanEval
