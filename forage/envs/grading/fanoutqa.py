@@ -75,7 +75,7 @@ class _Token:
 
 
 def _plain_tokens(text: str) -> list[_Token]:
-    return [_Token(t) for t in re.findall(r"\w+|[^\w\s]", text)]
+    return [_Token(t, t) for t in re.findall(r"\w+|[^\w\s]", text)]
 
 
 def _lemmas(text: str) -> str:
