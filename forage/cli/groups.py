@@ -20,5 +20,5 @@ def register(app: typer.Typer) -> None:
     for name, (module, help_text) in GROUPS.items():
         sub = importlib.import_module(module).app
         app.add_typer(sub, name=name, help=help_text)
-    for module in ("forage.cli.evaluate", "forage.cli.train"):
+    for module in ("forage.cli.evaluate", "forage.cli.train", "forage.cli.explore"):
         importlib.import_module(module).register(app)
