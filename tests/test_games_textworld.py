@@ -126,3 +126,21 @@ def test_env_checker():
         check_env(env, skip_render_check=True)
     finally:
         env.close()
+
+
+@pytest.mark.slow
+def test_in_process_generation_matches_the_tw_make_command(tmp_path):
+    """The cached game is the game the official ``tw-make`` command makes with the same arguments and seed."""
+    import shutil
+    import subprocess
+    import sys
+
+    spec = game_spec("simple", 1, "train", 1)
+    tw_make = shutil.which("tw-make", path=os.path.dirname(sys.executable))
+    if tw_make is None:
+        print("skipping: no tw-make next to this interpreter")
+        pytest.skip("no tw-make next to this interpreter")
+    subprocess.run([tw_make, *spec.args, "--output", str(tmp_path / "g.z8"), "--silent", "-f"], check=True,
+                   timeout=300, capture_output=True)
+    ours, theirs = game_metadata(generate_game(spec)), game_metadata(tmp_path / "g.z8")
+    assert ours["content_hash"] == theirs["content_hash"] and ours["walkthrough"] == theirs["walkthrough"]

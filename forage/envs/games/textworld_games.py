@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,6 @@ __all__ = ["TextWorldEnv", "TextWorldBackend", "GameSpec", "game_spec", "generat
 
 CHALLENGES = ("simple", "coin", "treasure", "cooking")
 EVAL_SEED_OFFSET = 1_000_000
-GENERATE_TIMEOUT_S = 300.0
 _BANNER = re.compile(r"[\s$|\\/_<>]*")
 _STATUS = re.compile(r"^>\s{8,}\S")  # the interpreter's prompt followed by its status line
 
@@ -35,8 +35,6 @@ def textworld_unavailable() -> str | None:
         import textworld  # noqa: F401
     except Exception as e:
         return f"the textworld package is not importable ({type(e).__name__}: {e}); pip install 'forage-gym[games]'"
-    if shutil.which("tw-make", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")) is None:
-        return "tw-make is not on PATH (install textworld into this interpreter's environment)"
     return None
 
 
@@ -97,8 +95,38 @@ def game_spec(challenge: str, level: int, split: str, index: int) -> GameSpec:
     return GameSpec(challenge, level, split, index + (EVAL_SEED_OFFSET if split == "eval" else 0))
 
 
+_GENERATE_LOCK = threading.Lock()
+
+
+def _make_in_process(spec: GameSpec, output: Path) -> None:
+    """Make and compile one game as ``tw-make`` does (same challenge ``make``, options and compiler)."""
+    import argparse
+
+    import textworld
+    import textworld.challenges
+    from textworld.generator import compile_game
+
+    name, *challenge_args = _tw_make_args(spec.challenge, spec.level, spec.split)
+    _, make, add_arguments = textworld.challenges.CHALLENGES[name]
+    parser = argparse.ArgumentParser(prog=f"tw-make {name}")
+    add_arguments(parser)
+    settings = vars(parser.parse_args(challenge_args))
+    options = textworld.GameOptions()
+    options.seeds = spec.seed
+    options.path = str(output)
+    options.file_ext = ".z8"
+    options.force_recompile = True
+    with contextlib.redirect_stdout(io.StringIO()):
+        compile_game(make(settings=settings, options=options), options)
+
+
 def generate_game(spec: GameSpec) -> Path:
-    """The ``.z8`` file of ``spec``, made by ``tw-make`` the first time and cached (atomic, race-safe)."""
+    """The ``.z8`` file of ``spec``, made the first time and cached (written aside, then renamed into place).
+
+    The game is made in this process by the code ``tw-make`` runs (the challenge's ``make`` and
+    ``compile_game`` with the same options), so TextWorld's import and knowledge base load once per
+    process instead of once per game.
+    """
     root = cache_dir("textworld", f"{spec.challenge}-L{spec.level}-{spec.split}")
     final = root / f"seed{spec.seed}-{spec.key}"
     game = final / "game.z8"
@@ -107,21 +135,24 @@ def generate_game(spec: GameSpec) -> Path:
     reason = textworld_unavailable()
     if reason:
         raise RuntimeError(f"cannot make TextWorld games: {reason}")
-    tw_make = shutil.which("tw-make", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    tmp = Path(tempfile.mkdtemp(prefix=".gen-", dir=root))
-    try:
-        proc = subprocess.run([tw_make, *spec.args, "--output", str(tmp / "game.z8"), "--silent", "-f"],
-                              capture_output=True, text=True, timeout=GENERATE_TIMEOUT_S, cwd=tmp)
-        if proc.returncode != 0 or not (tmp / "game.z8").exists():
-            raise RuntimeError(f"tw-make {' '.join(spec.args)} failed ({proc.returncode}): "
-                               f"{(proc.stderr or proc.stdout)[-800:]}")
+    with _GENERATE_LOCK:
+        if game.exists() and (final / "game.json").exists():
+            return game
+        tmp = Path(tempfile.mkdtemp(prefix=".gen-", dir=root))
         try:
-            os.replace(tmp, final)
-        except OSError:  # another process made it first
-            if not game.exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                _make_in_process(spec, tmp / "game.z8")
+            except Exception as e:
+                raise RuntimeError(f"tw-make {' '.join(spec.args)} failed: {type(e).__name__}: {e}") from e
+            if not (tmp / "game.z8").exists() or not (tmp / "game.json").exists():
+                raise RuntimeError(f"tw-make {' '.join(spec.args)} wrote no game")
+            try:
+                os.replace(tmp, final)
+            except OSError:  # another process made it first
+                if not game.exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return game
 
 
