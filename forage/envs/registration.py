@@ -79,7 +79,7 @@ BUILTIN_ENVS: dict[str, tuple[str, str, dict[str, Any]]] = {
     **{f"forage/TextWorld-{name.capitalize()}-v0": (
         "forage.envs.games.textworld_games:TextWorldEnv",
         f"TextWorld {desc} games (see TextWorld-v0).", {"challenge": name, "level": level})
-       for name, desc, level in (("coin", "coin collector (level 5 of 300)", 5),
+       for name, desc, level in (("coin", "coin collector (level 15 of 300)", 15),
                                  ("treasure", "treasure hunter (level 5 of 30)", 5),
                                  ("cooking", "cooking (FTWP-style, level 1 of 3)", 1))},
     "forage/BabyAI-v0": (
