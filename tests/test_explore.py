@@ -208,3 +208,22 @@ def test_cli_explore_json(tmp_path):
     assert (tmp_path / "c.png").stat().st_size > 1000
     bad = CliRunner().invoke(app, ["explore", "forage/BabyAI-GoToLocal-v0", "--budget", "0"])
     assert bad.exit_code != 0
+
+
+def test_any_env_without_snapshots_returns_by_replay():
+    """LookupQA has no get_state and no cell(): cells are hashed observations, return replays the actions."""
+    from forage.envs import LookupQAEnv
+
+    env = LookupQAEnv(hops=2, num_tasks=5)
+    try:
+        task = env.tasks[0]
+        names = task.metadata["path"] + ["Nobody Atall"]
+        policy = RandomCommandPolicy(0, commands=names, tool="lookup", arg="name")
+        res = go_explore(env, policy, GoExploreConfig(budget=60, explore_steps=3, seed=0), task_id=task.id)
+        assert res.return_steps > 0 and all(c.snapshot is None for c in res.archive.cells.values())
+        assert res.cells >= 3  # the question, each entity's facts, the "no entity" error
+        for cell in res.archive.cells.values():
+            obs, total = _replay(env, cell.task_id, cell.actions)
+            assert cell_of(env, obs) == cell.key and total == pytest.approx(cell.score)
+    finally:
+        env.close()
