@@ -113,6 +113,50 @@ def serve_env_cmd(
         raise typer.Exit(2)
 
 
+@app.command("mcp")
+def serve_mcp_cmd(
+    env_id: str = typer.Argument(..., help="A registered env id, e.g. forage/LookupQA-v0 (see `forage envs`)."),
+    kwarg: list[str] = typer.Option([], "--kwarg", help="Env constructor kwarg K=V (V parsed as JSON if it can be); repeatable."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8030, "--port"),
+    session_timeout: float = typer.Option(600.0, "--session-timeout", help="Seconds of idleness after which an episode is closed."),
+    max_sessions: int = typer.Option(256, "--max-sessions", help="Most episodes held at once."),
+) -> None:
+    """Serve an env's tools as an MCP server (Streamable HTTP at /mcp; one episode per MCP session, tool `reset`)."""
+    from forage.integrations.mcp import MCPEnvConfig, serve_mcp
+
+    kwargs = _parse_kwargs(kwarg)
+    try:
+        cfg = MCPEnvConfig(env_id, kwargs, session_timeout=session_timeout, max_sessions=max_sessions)
+        typer.echo(f"MCP server for {env_id} on http://{host}:{port}/mcp (tools: reset + the env's; GET /health); "
+                   "Ctrl-C stops it", err=True)
+        serve_mcp(cfg, host, port)
+    except (ValueError, TypeError, ImportError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    except Exception as e:  # gym's unknown-id errors and the like
+        if type(e).__module__.startswith("gymnasium"):
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2)
+        raise
+
+
+def _parse_kwargs(items: list[str]) -> dict:
+    import json
+
+    kwargs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            typer.echo(f"error: --kwarg wants K=V, got {item!r}", err=True)
+            raise typer.Exit(2)
+        try:
+            kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key] = value
+    return kwargs
+
+
 @app.command("site")
 def serve_site_cmd(
     corpus: str = typer.Option("default", "--corpus", help="A JSONL corpus (id, title, text), 'default' (the wiki "

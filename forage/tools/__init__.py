@@ -28,3 +28,11 @@ __all__ = [
     "get_format",
     "truncate_text",
 ]
+
+
+def __getattr__(name: str):  # forage.tools.mcp_tools without importing the mcp package up front
+    if name in ("mcp_tools", "amcp_tools", "MCPTool"):
+        from . import mcp
+
+        return getattr(mcp, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
