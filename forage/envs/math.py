@@ -206,8 +206,8 @@ class MathPythonEnv(SandboxedToolEnv):
     built from CHAMP's references (``tests/data/champ_answers_*.json``, ``tests/test_graders_math.py``):
     on 375 answers written while developing it (131 wrong), 0 wrong answers accepted and 0
     equivalent forms rejected (the normaliser it replaced: 27/131 and 100/244); on 115 held-out
-    answers (52 wrong), 0/52 and 8/63 at the first run, 0/52 and 3/63 after the fixes that run
-    prompted (summations, products and "for all x" still fail). ``math-verify`` 0.9.0 on the same
+    answers (52 wrong), 0/52 and 8/63 at the first run, 0/52 and 2/63 after the fixes that run
+    prompted (a product against a "..." reference and "f(x)=0 for all x" still fail). ``math-verify`` 0.9.0 on the same
     sets: 2/131 and 27/244, 0/52 and 6/63; it was not adopted: it rejects more, its plain-text
     path uses sympy's ``parse_expr`` (``eval``), and its signal-based timeout needs the main thread.
     A reference with floor/ceiling/factorial/binomial is compared as a function of integers.

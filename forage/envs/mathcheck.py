@@ -6,7 +6,8 @@ Stdlib + sympy. Answers are read by a small recursive-descent parser into sympy 
 (:class:`forage.envs.math.AnswerChecker`). Understood: integers (exact), decimals (exact
 rationals), fractions, ``^``/``**``, implicit products (``2n(n+1)``), ``!``, ``sqrt``/``√``,
 ``floor``/``ceil``, ``C(n, k)``/``\\binom``, LaTeX (``\\frac12``, ``\\sqrt[n]{x}``, ``\\left``,
-``\\cdot``, ``^{...}``, ``\\{...\\}``), Unicode minus and ``±``; sets (``376 and 625``, ``{1, 4, 9}``),
+``\\cdot``, ``^{...}``, ``\\{...\\}``), sums and products (``sum_(i=1)^n i^3``, ``\\sum_{k=1}^{n}``),
+Unicode minus and ``±``; sets (``376 and 625``, ``{1, 4, 9}``),
 tuples (``(8, 2)``), intervals (``[-1, 1)``), assignments (``x=6, y=5``, ``(x, y) = (6, 5)``,
 ``x=±1``), a number inside a short sentence (``The minimum is -9.``), and yes/no. Signs,
 operators, brackets and interval ends all matter.
@@ -146,7 +147,7 @@ _LATEX_WORDS = [
     (r"\\lceil|⌈", " ceil("), (r"\\rceil|⌉", ") "), (r"\\pi|π", " pi "), (r"\\infty|∞", " oo "),
     (r"\\\{|\\lbrace", " ⦃ "), (r"\\\}|\\rbrace", " ⦄ "), (r"\\le(?:q)?\b|≤", "<="), (r"\\ge(?:q)?\b|≥", ">="),
     (r"\\in\b|∈", "="),  # "x \in [-1, 1]", "(x, y) \in \{...\}": the name takes each value
-    (r"\\ln\b", "ln"), (r"\\log\b", "log"), (r"\\exp\b", "exp"), (r"\\sin\b", "sin"), (r"\\cos\b", "cos"),
+    (r"\\sum\b", "sum"), (r"\\prod\b", "prod"), (r"\\ln\b", "ln"), (r"\\log\b", "log"), (r"\\exp\b", "exp"), (r"\\sin\b", "sin"), (r"\\cos\b", "cos"),
     (r"\\tan\b", "tan"), (r"\\lvert|\\rvert|\\vert", "|"),
 ]
 
@@ -157,7 +158,18 @@ def _plain(s: str) -> str:
         s = re.sub(pat, rep, s)
     s = re.sub(r"√\s*(\d+|[a-zA-Z])", r"sqrt(\1)", s)
     s = s.replace("√", "sqrt")
-    return _braces(s).replace("**", "^")
+    return _sums(_braces(s).replace("**", "^"))
+
+
+_SUM = re.compile(r"\b(sum|prod)\s*_\s*\(\s*([A-Za-z])\s*=\s*([^()]+?)\s*\)\s*\^\s*(\([^()]*\)|[A-Za-z0-9]+)\s*")
+
+
+def _sums(s: str) -> str:
+    """``sum_(i=1)^n i^3`` (and LaTeX's ``\\sum_{i=1}^{n}``) -> ``sum(i, 1, n, i^3)``: the body runs to the end."""
+    m = _SUM.search(s)
+    if m is None:
+        return s
+    return s[:m.start()] + f"{m.group(1)}({m.group(2)},{m.group(3)},{m.group(4)},{_sums(s[m.end():])})"
 
 
 def _braces(s: str) -> str:
@@ -180,7 +192,7 @@ def _braces(s: str) -> str:
 _TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d*)?|\.\d+)|([A-Za-z](?:_\(?[A-Za-z0-9]+\)?)?)"
                     r"|(\*\*|<=|>=|[-+*/^()!,%±⦃⦄\[\]|=<>]))")
 _FUNCS = {"sqrt", "floor", "ceil", "C", "binom", "binomial", "factorial", "log", "ln", "exp", "sin", "cos", "tan",
-          "abs"}
+          "abs", "sum", "prod"}
 _CONSTS = {"pi", "oo", "inf", "infty"}
 _WORDS = {"is", "the", "are", "of", "to", "for", "all", "no", "yes", "and", "or", "with", "then", "so", "if", "be",
           "not", "only", "than", "at", "most", "each", "one", "none", "some", "any", "such", "that", "it", "as", "we",
@@ -353,6 +365,9 @@ def _call(name: str, args: list[Any]) -> Any:
         if args[0].is_Integer and args[0] > 5000:
             raise ValueError("factorial too large")
         return sympy.factorial(args[0])
+    if name in ("sum", "prod") and len(args) == 4 and args[0].is_Symbol:
+        op = sympy.Sum if name == "sum" else sympy.Product
+        return op(args[3], (args[0], args[1], args[2])).doit()
     if name in ("C", "binom", "binomial") and len(args) == 2:
         if all(a.is_Integer for a in args) and int(args[0]) > 100_000:
             raise ValueError("binomial too large")
