@@ -90,6 +90,11 @@ BUILTIN_ENVS: dict[str, tuple[str, str, dict[str, Any]]] = {
     **{f"forage/BabyAI-{level}-v0": ("forage.envs.games.babyai:BabyAIEnv", f"BabyAI {level} only (see BabyAI-v0).",
                                      {"levels": [level]})
        for level in ("GoToLocal", "PutNextLocal")},
+    "forage/ScienceWorld-v0": (
+        "forage.envs.games.scienceworld_games:ScienceWorldEnv",
+        "ScienceWorld's 30 science task types (train variations; dev/test splits) in its JVM simulator; gold-path oracle.",
+        {},
+    ),
 }
 
 

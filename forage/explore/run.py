@@ -60,7 +60,7 @@ class ExploreResult:
 
 
 def _snapshot(env: Any) -> Any:
-    return env.get_state() if callable(getattr(env, "get_state", None)) else None
+    return env.get_state()
 
 
 def go_explore(env: Any, policy: ExplorePolicy, config: GoExploreConfig | None = None, task_id: str | None = None,
@@ -79,7 +79,8 @@ def go_explore(env: Any, policy: ExplorePolicy, config: GoExploreConfig | None =
     started = time.perf_counter()
     obs, info = env.reset(seed=c.seed, options={"task_id": task_id} if task_id else None)
     task_id = str(info.get("task_id", task_id))
-    use_snapshot = c.return_by == "snapshot" or (c.return_by == "auto" and callable(getattr(base, "get_state", None)))
+    snapshots = callable(getattr(base, "get_state", None)) and getattr(base, "supports_snapshots", True)
+    use_snapshot = c.return_by == "snapshot" or (c.return_by == "auto" and snapshots)
     archive = Archive(c.weights, c.reset_counts_on_update)
     archive.visit(Cell(cell_of(base, obs), task_id, (), 0.0, _snapshot(base) if use_snapshot else None, obs))
     steps = return_steps = rejected = 0

@@ -1,5 +1,5 @@
-# Debian packages: container runtime, namespaces, image bootstrap, headless browser (only when root and missing).
-DEBIAN_PKGS=(docker.io bubblewrap libseccomp2 linux-libc-dev runsc debootstrap chromium chromium-driver)
+# Debian packages: container runtime, namespaces, image bootstrap, headless browser, Java for ScienceWorld (only when root and missing).
+DEBIAN_PKGS=(docker.io bubblewrap libseccomp2 linux-libc-dev runsc debootstrap chromium chromium-driver default-jre-headless)
 missing=()
 for p in "${DEBIAN_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -85,6 +85,7 @@ class TextGameEnv(ToolEnv):
     backends without snapshots).
     """
 
+    supports_snapshots = True  # get_state/set_state work (Go-Explore returns by restoring)
     default_reward_weights = {"format": 0.1, "score": 1.0, "won": 1.0}
     default_system_prompt = ("You play a text game. Call the command tool with what you want to do "
                              "(for example 'look', 'go north', 'take key'); the game answers.")
