@@ -227,3 +227,36 @@ def test_any_env_without_snapshots_returns_by_replay():
             assert cell_of(env, obs) == cell.key and total == pytest.approx(cell.score)
     finally:
         env.close()
+
+
+@needs_babyai
+def test_start_sampler_in_reset_options_starts_a_fraction_from_the_archive():
+    """What a trainer does: RolloutConfig.reset_options = {"start_sampler": sampler}."""
+    from forage.explore import ArchiveStartSampler
+
+    env = BabyAIEnv(levels="GoToLocal", num_tasks=1)
+    try:
+        task = env.tasks[0].id
+        res = go_explore(env, RandomCommandPolicy(4), GoExploreConfig(budget=300, seed=4), task_id=task)
+        sampler = ArchiveStartSampler(res.archive, fraction=0.5, seed=0)
+        from_archive = 0
+        for i in range(200):
+            obs, info = env.reset(seed=i, options={"start_sampler": sampler})
+            if info["archive_start"] is not None:
+                from_archive += 1
+                assert env.cell() == info["archive_start"]["cell"]
+            else:
+                assert env.episode.state["actions"] == []
+        assert from_archive == sampler.starts and abs(from_archive / 200 - 0.5) < 0.12
+        assert ArchiveStartSampler(res.archive, 0.0)(task) is None
+        with pytest.raises(ValueError):
+            ArchiveStartSampler(res.archive, 1.5)
+        # a replay-only archive goes through replay_actions
+        res2 = go_explore(env, RandomCommandPolicy(4), GoExploreConfig(budget=200, seed=4, return_by="replay"),
+                          task_id=task)
+        always = ArchiveStartSampler(res2.archive, fraction=1.0, seed=1)
+        for i in range(10):
+            obs, info = env.reset(seed=i, options={"start_sampler": always})
+            assert env.cell() == info["archive_start"]["cell"]
+    finally:
+        env.close()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Iterable
 
 import numpy as np
 
-__all__ = ["Cell", "SelectionWeights", "Archive", "StartState"]
+__all__ = ["Cell", "SelectionWeights", "Archive", "StartState", "ArchiveStartSampler"]
 
 
 @dataclass
@@ -163,3 +164,38 @@ class Archive:
         if cell.snapshot is not None:
             return StartState({"task_id": cell.task_id, "start_state": cell.snapshot}, (), cell.key, cell.score)
         return StartState({"task_id": cell.task_id}, tuple(cell.actions), cell.key, cell.score)
+
+
+class ArchiveStartSampler:
+    """For a trainer: ``sampler(task_id)`` is an archived start of that task with probability ``fraction``, else None.
+
+    Pass it in the reset options (``{"start_sampler": sampler}``, e.g. through
+    ``RolloutConfig.reset_options``); the text games then start that fraction of their episodes
+    from archived states (return-then-explore). ``calls``, ``starts`` and ``fraction_started``
+    are for the trainer's log.
+    """
+
+    def __init__(self, archive: Archive, fraction: float, seed: int | None = None) -> None:
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+        self.archive, self.fraction = archive, fraction
+        self.rng = np.random.default_rng(seed)
+        self._lock = threading.Lock()
+        self.calls = 0
+        self.starts = 0
+
+    def __call__(self, task_id: str) -> StartState | None:
+        with self._lock:
+            self.calls += 1
+            if self.fraction <= 0 or self.rng.random() >= self.fraction:
+                return None
+            found = self.archive.sample_starts(1, self.rng, task_ids=[task_id])
+            if not found:
+                return None
+            self.starts += 1
+            return found[0]
+
+    @property
+    def fraction_started(self) -> float:
+        """The fraction of resets so far that started from the archive."""
+        return self.starts / self.calls if self.calls else 0.0

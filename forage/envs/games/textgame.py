@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Iterable, Protocol, Sequence
 
+import gymnasium as gym
+
 from ...tools import Tool, ToolCall, ToolError, ToolResult
 from ..base import Episode, Task, ToolEnv
 
@@ -81,8 +83,10 @@ class TextGameEnv(ToolEnv):
 
     Subclasses give the tasks and ``make_backend(task)``. Reset options: ``task_id``/``task_index``
     as in every ToolEnv, ``start_state`` (a :class:`GameSnapshot` from :meth:`get_state`) to start
-    from an archived state, or ``replay_actions`` (commands played before the episode starts, for
-    backends without snapshots).
+    from an archived state, ``replay_actions`` (commands played before the episode starts, for
+    backends without snapshots), or ``start_sampler`` (a callable ``task_id -> StartState | None``,
+    e.g. :class:`forage.explore.ArchiveStartSampler`: a trainer passes it in every reset's options
+    and a fraction of its episodes start from archived states; ``info["archive_start"]`` says which).
     """
 
     supports_snapshots = True  # get_state/set_state work (Go-Explore returns by restoring)
@@ -146,6 +150,17 @@ class TextGameEnv(ToolEnv):
     # -- episodes ------------------------------------------------------------------------------
     async def areset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         options = dict(options or {})
+        archive_start = None
+        sampler = options.pop("start_sampler", None)
+        if sampler is not None and "start_state" not in options and "replay_actions" not in options:
+            gym.Env.reset(self, seed=seed)  # seed first, so the task drawn here is the one the seed gives
+            seed = None
+            options["task_id"] = self._pick_task(options).id
+            archive_start = sampler(options["task_id"])
+            if archive_start is not None:
+                options.update(archive_start.options)
+                if archive_start.prefix:
+                    options["replay_actions"] = self.turns_to_commands(archive_start.prefix)
         start = options.get("start_state")
         if start is not None:
             if not isinstance(start, GameSnapshot):
@@ -156,7 +171,22 @@ class TextGameEnv(ToolEnv):
         self._pending_options = options
         obs, info = await super().areset(seed=seed, options=options)
         info.update(self._view_info(self.episode))
+        if sampler is not None:
+            info["archive_start"] = None if archive_start is None else {"cell": archive_start.cell_key,
+                                                                        "score": archive_start.score}
         return obs, info
+
+    def turns_to_commands(self, turns: Sequence[str]) -> list[str]:
+        """The game commands in recorded env turns (``command`` tool calls, or plain text when allowed)."""
+        out = []
+        for turn in turns:
+            parsed = self.tool_format.parse(turn[: self.max_action_chars], self.tools)
+            calls = [c for c in parsed.calls if c.name == "command" and isinstance(c.arguments.get("command"), str)]
+            if calls:
+                out.extend(c.arguments["command"] for c in calls)
+            elif self.plain_text and not parsed.calls and parsed.text.strip():
+                out.append(parsed.text.strip()[:MAX_COMMAND_CHARS])
+        return out
 
     async def setup_episode(self, episode: Episode) -> None:
         options, self._pending_options = self._pending_options, {}
