@@ -1,7 +1,7 @@
 """Exploration envs: step time per family, and Go-Explore vs plain exploration at the same number of env steps.
 
 Part 1 times env steps (a tool-call turn through the full ToolEnv path) and raw game steps,
-snapshots and restores for Game24, TextWorld and BabyAI. Part 2 runs Go-Explore and plain
+snapshots and restores for Game24, TextWorld, BabyAI and ScienceWorld (no snapshots there). Part 2 runs Go-Explore and plain
 exploration (episodes from the reset) with the same random admissible-command policy and the
 same budget of env steps on TextWorld and BabyAI tasks, at 3 seeds (seed s explores task s),
 and prints cells discovered and best score side by side.
@@ -21,6 +21,7 @@ from pathlib import Path
 import forage  # noqa: F401
 from forage.envs.games.babyai import BabyAIEnv
 from forage.envs.games.game24 import Game24Env
+from forage.envs.games.scienceworld_games import ScienceWorldEnv, scienceworld_unavailable
 from forage.envs.games.textworld_games import TextWorldEnv
 from forage.explore import GoExploreConfig, RandomCommandPolicy, go_explore, plain_explore
 
@@ -39,7 +40,7 @@ def time_steps(env, n: int, seed: int = 0) -> dict:
         if term or trunc:
             obs, info = env.reset()
     out = {"env_step_ms": 1000 * t_env / steps}
-    if hasattr(env, "get_state"):
+    if getattr(env, "supports_snapshots", False):
         backend = env._backend
         cmds = info.get("admissible_commands") or ["look"]
         t0 = time.perf_counter()
@@ -109,6 +110,15 @@ def main() -> None:
             timing[name] = time_steps(env, args.timing_steps)
         finally:
             env.close()
+    if scienceworld_unavailable() is None:
+        env = ScienceWorldEnv(task_names=["boil"], max_variations=1)
+        try:
+            env.reset(seed=0)  # the JVM start is not timed
+            timing["ScienceWorld-v0 (boil)"] = time_steps(env, 20)
+        finally:
+            env.close()
+    else:
+        print(f"ScienceWorld skipped: {scienceworld_unavailable()}")
     for name, t in timing.items():
         print(f"{name:28s} " + "  ".join(f"{k} {v:7.2f}" for k, v in t.items()))
 

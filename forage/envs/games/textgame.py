@@ -126,7 +126,7 @@ class TextGameEnv(ToolEnv):
                 raise ToolError("no game is running")
             if episode.state["view"].done:
                 raise ToolError("the game is over")
-            text = clean_command(command)
+            text = self.check_command(clean_command(command))
             before = episode.state["view"].score
             view = self._backend.step(text)
             episode.state["view"] = view
@@ -139,6 +139,10 @@ class TextGameEnv(ToolEnv):
                      {"type": "object", "properties": {"command": {"type": "string", "description": "the command"}},
                       "required": ["command"], "additionalProperties": False},
                      command, episode_arg="episode", concurrent=False, timeout=None)]
+
+    def check_command(self, command: str) -> str:
+        """The command to send, or a ``ToolError`` for one the game must not get (override per game)."""
+        return command
 
     def render_view(self, view: GameView) -> str:
         """The text the agent reads for ``view``."""

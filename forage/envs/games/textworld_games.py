@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Hashable
 
 from ...assets import cache_dir
+from ...tools import ToolError
 from ..base import Task
 from .textgame import GameBackend, GameView, TextGameEnv
 
@@ -25,6 +26,8 @@ __all__ = ["TextWorldEnv", "TextWorldBackend", "GameSpec", "game_spec", "generat
 
 CHALLENGES = ("simple", "coin", "treasure", "cooking")
 EVAL_SEED_OFFSET = 1_000_000
+META_COMMANDS = frozenset({"restart", "quit", "q", "save", "restore", "undo", "script", "unscript", "noscript",
+                           "transcript", "notify", "version"})
 _BANNER = re.compile(r"[\s$|\\/_<>]*")
 _STATUS = re.compile(r"^>\s{8,}\S")  # the interpreter's prompt followed by its status line
 
@@ -116,7 +119,8 @@ def _make_in_process(spec: GameSpec, output: Path) -> None:
     options.path = str(output)
     options.file_ext = ".z8"
     options.force_recompile = True
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # jericho's "not fully supported" while the maker checks the walkthrough
         compile_game(make(settings=settings, options=options), options)
 
 
@@ -206,7 +210,9 @@ class TextWorldBackend:
                         moves=int(gs.moves or 0), admissible=list(gs.admissible_commands or []))
 
     def reset(self) -> GameView:
-        return self._view(self._env.reset())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # jericho's "not fully supported" again, when it reloads the story
+            return self._view(self._env.reset())
 
     def step(self, command: str) -> GameView:
         gs, _, _ = self._env.step(command)
@@ -233,7 +239,7 @@ class TextWorldBackend:
         tracker, i7data = self._layers["StateTracking"], self._layers["Inform7Data"]
         frotz = self._layers["JerichoEnv"]._jericho
         if tracker._game_progression is None:  # never reset: start the interpreter and tracking first
-            self._env.reset()
+            self.reset()
         frotz.set_state(state["jericho"])
         tracker._game_progression = state["progression"].copy()
         tracker._last_action = state["last_action"]
@@ -315,6 +321,13 @@ class TextWorldEnv(TextGameEnv):
             tasks.append(Task(tid, f"TextWorld game {tid}.", None,
                               {"spec": spec, "challenge": spec.challenge, "level": spec.level, "split": spec.split}))
         return tasks
+
+    def check_command(self, command: str) -> str:
+        """Refuse the interpreter's meta-commands: ``restart`` or ``restore`` would put the game out of step
+        with TextWorld's state tracking (score, admissible commands, cells)."""
+        if command.lower().split()[0] in META_COMMANDS:
+            raise ToolError(f"{command.split()[0]!r} is a meta-command of the interpreter and is not allowed here")
+        return command
 
     def game_file(self, task: Task) -> Path:
         """The task's game file (generated on first use)."""
