@@ -86,11 +86,32 @@ def serve_env_cmd(
     session_timeout: float = typer.Option(600.0, "--session-timeout", help="Seconds of idleness after which a session is closed."),
     max_sessions: int = typer.Option(1024, "--max-sessions", help="Most sessions held at once."),
     allow_client_kwargs: bool = typer.Option(False, "--allow-client-kwargs", help="Let clients pass env kwargs (trusted networks only)."),
+    protocol: str = typer.Option("forage", "--protocol", help="'forage' (JSON sessions) or 'openenv' (OpenEnv's "
+                                 "HTTP/WebSocket protocol, for OpenEnv's EnvClient; needs openenv-core)."),
 ) -> None:
     """Serve a registered env over HTTP as JSON sessions (create, reset, step, close; idle sessions reaped)."""
     import json
 
     from forage.envs.server import EnvServerConfig, serve_env
+
+    if protocol not in ("forage", "openenv"):
+        typer.echo(f"error: --protocol must be 'forage' or 'openenv', got {protocol!r}", err=True)
+        raise typer.Exit(2)
+    if protocol == "openenv":
+        import uvicorn
+
+        try:
+            from forage.integrations.openenv import create_openenv_app
+
+            app_ = create_openenv_app(env_id, _parse_kwargs(kwarg), max_concurrent_envs=max_sessions,
+                                      session_timeout=session_timeout)
+        except Exception as e:   # unknown id, bad kwargs, openenv-core missing
+            typer.echo(f"error: {type(e).__name__}: {e}", err=True)
+            raise typer.Exit(2)
+        typer.echo(f"serving {env_id} with OpenEnv's protocol on http://{host}:{port} (WebSocket /ws, POST /reset, "
+                   "/step, GET /state, /schema, /health); Ctrl-C stops it", err=True)
+        uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+        return
 
     kwargs = {}
     for item in kwarg:
