@@ -212,3 +212,21 @@ async def test_pool_recycles_state_between_episodes(pool):
         async with pool.session(fresh=True) as sb:
             r = await sb.run("import json, os\nprint(json.dumps([1]), os.listdir('.'))")
             assert r.stdout == "[1] []\n", r
+
+
+
+@pytest.mark.parametrize("payload", ["[1, 2]", "{'stdout': 5, 'status': 'ok'}", "{'status': 'passed', 'stdout': 'x'}",
+                                     "{'stdout': 'x', 'exit_code': 'zero'}"])
+async def test_forged_protocol_replies_never_raise(pool, payload):
+    """Code writing a non-object or an ill-typed reply to every fd gets an ExecResult (no exception), then recovers."""
+    forge = ("import json, os, struct\n"
+             f"data = json.dumps({payload}).encode()\n"
+             "for fd in range(3, 256):\n"
+             "    try:\n"
+             "        os.write(fd, struct.pack('>I', len(data)) + data)\n"
+             "    except OSError:\n"
+             "        pass\n"
+             "import time; time.sleep(0.3)\n")
+    res = await attack(pool, forge)
+    assert res.status in ("ok", "error", "crashed") and isinstance(res.stdout, str), res
+    assert isinstance(res.exit_code, int) and res.status != "passed", res

@@ -152,6 +152,25 @@ def server_source() -> str:
     return files(__package__).joinpath("server.py").read_text()
 
 
+def _result_of(reply: dict[str, Any]) -> ExecResult:
+    """An ExecResult from the interpreter's reply, whose fields are checked (sandboxed code can forge replies)."""
+    def num(key: str, kind: type) -> Any:
+        v = reply.get(key, 0)
+        return kind(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else kind(0)
+
+    out, err = reply.get("stdout", ""), reply.get("stderr", "")
+    status = reply.get("status", "ok")
+    if not isinstance(out, str) or not isinstance(err, str) or status not in ("ok", "error", "timeout", "crashed"):
+        return ExecResult(status="crashed", exit_code=-9, stderr="protocol error: a malformed reply")
+    out_dropped, err_dropped = num("stdout_dropped", int), num("stderr_dropped", int)
+    if out_dropped:
+        out += f"\n... [output truncated: {out_dropped} more bytes]"
+    if err_dropped:
+        err += f"\n... [output truncated: {err_dropped} more bytes]"
+    return ExecResult(stdout=out, stderr=err, exit_code=num("exit_code", int), duration=num("duration", float),
+                      status=status, truncated=out_dropped + err_dropped > 0)
+
+
 class _Process(abc.ABC):
     """One running interpreter: its protocol streams and how to kill it."""
 
@@ -274,12 +293,19 @@ class Sandbox(abc.ABC):
         n = _HDR.unpack(await proc.read(4))[0]
         if n > _MAX_FRAME:
             raise SandboxError(f"protocol frame of {n} bytes")
-        return json.loads(await proc.read(n))
+        reply = json.loads(await proc.read(n))
+        if not isinstance(reply, dict):   # code in the sandbox can write to the protocol pipe: trust no shape
+            raise SandboxError(f"protocol reply is a {type(reply).__name__}, not an object")
+        return reply
 
     async def _request(self, proc: _Process, req: dict[str, Any]) -> dict[str, Any]:
-        data = json.dumps(req).encode("utf-8", "surrogatepass")
+        self._seq = getattr(self, "_seq", 0) + 1
+        data = json.dumps({**req, "seq": self._seq}).encode("utf-8", "surrogatepass")
         proc.write(_HDR.pack(len(data)) + data)
-        return await self._recv(proc)
+        reply = await self._recv(proc)
+        if reply.get("seq") != self._seq:   # a reply forged by the code, or one left over from it: start over
+            raise SandboxError(f"protocol reply out of step (seq {reply.get('seq')!r}, expected {self._seq})")
+        return reply
 
     async def _kill_proc(self) -> None:
         proc, self._proc = self._proc, None
@@ -315,15 +341,7 @@ class Sandbox(abc.ABC):
                 return ExecResult(status="crashed", exit_code=-9, duration=time.perf_counter() - started, stderr=why)
             if self.config.stateless:
                 await self._reset_locked()
-        dropped = reply.get("stdout_dropped", 0) + reply.get("stderr_dropped", 0)
-        out, err = reply.get("stdout", ""), reply.get("stderr", "")
-        if reply.get("stdout_dropped"):
-            out += f"\n... [output truncated: {reply['stdout_dropped']} more bytes]"
-        if reply.get("stderr_dropped"):
-            err += f"\n... [output truncated: {reply['stderr_dropped']} more bytes]"
-        return ExecResult(stdout=out, stderr=err, exit_code=int(reply.get("exit_code", 0) or 0),
-                          duration=float(reply.get("duration", 0.0)), status=reply.get("status", "ok"),
-                          truncated=dropped > 0)
+        return _result_of(reply)
 
     async def _reset_locked(self) -> None:
         if self._proc is None:

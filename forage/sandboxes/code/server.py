@@ -284,6 +284,7 @@ def main():
             reply = {"status": "ok"}
         else:
             reply = {"status": "error", "stderr": "unknown op %r" % (op,)}
+        reply["seq"] = req.get("seq")   # the host matches replies to requests by it
         _send(pout, reply)
 
 
