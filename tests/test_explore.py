@@ -260,3 +260,53 @@ def test_start_sampler_in_reset_options_starts_a_fraction_from_the_archive():
             assert env.cell() == info["archive_start"]["cell"]
     finally:
         env.close()
+
+
+class _ChatHandler(BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat endpoint that always calls the command tool with "go forward"."""
+
+    requests: list = []
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append(body)
+        call = {"id": "c1", "type": "function",
+                "function": {"name": "command", "arguments": json.dumps({"command": "go forward"})}}
+        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": "", "tool_calls": [call]},
+                                           "finish_reason": "tool_calls"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@needs_babyai
+def test_chat_model_explores_through_openai_tool_calls():
+    from forage.agents.openai_api import OpenAIPolicy
+    from forage.explore import ChatExplorePolicy
+
+    _ChatHandler.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ChatHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    env = BabyAIEnv(levels="GoToLocal", num_tasks=1)
+    policy = ChatExplorePolicy(OpenAIPolicy(f"http://127.0.0.1:{server.server_address[1]}", "stub"), history=2)
+    try:
+        res = go_explore(env, policy, GoExploreConfig(budget=12, explore_steps=4, seed=0), task_id=env.tasks[0].id)
+        assert res.steps == 12 and len(_ChatHandler.requests) == 12
+        first = _ChatHandler.requests[0]
+        assert first["messages"][0]["role"] == "system" and "Mission:" in first["messages"][1]["content"]
+        assert first["tools"][0]["function"]["name"] == "command"
+        assert all(len(r["messages"]) <= 2 + 2 * 2 for r in _ChatHandler.requests)  # the history window
+        cell = max(res.archive.cells.values(), key=lambda c: len(c.actions))
+        assert cell.actions and all(a == env.format_call("command", command="go forward") for a in cell.actions)
+    finally:
+        policy.close()
+        env.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

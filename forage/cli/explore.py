@@ -66,15 +66,19 @@ def explore_command(
         url, _, model = judge[len("openai:"):].partition("#")
         the_judge = OpenAIJudge(url, model)
     results = []
+    policies = [_policy(policy, seed)] + ([_policy(policy, seed)] if plain else [])
     try:
-        results.append(go_explore(env, _policy(policy, seed), config, task_id=task_id, judge=the_judge))
+        results.append(go_explore(env, policies[0], config, task_id=task_id, judge=the_judge))
         if plain:
-            results.append(plain_explore(env, _policy(policy, seed), budget, seed=seed,
+            results.append(plain_explore(env, policies[1], budget, seed=seed,
                                          task_id=results[0].task_id, log_every=config.log_every))
     finally:
         env.close()
         if the_judge is not None:
             the_judge.close()
+        for p in policies:
+            if callable(getattr(p, "close", None)):
+                p.close()
     if as_json:
         typer.echo(json.dumps({"results": [r.summary() for r in results], "curve": curves_table(results)}))
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -64,18 +65,19 @@ class ChatExplorePolicy:
         reply = self._loop.run_until_complete(self.policy.chat(window, base.tool_schemas(), params))
         message = reply.get("message", reply) if isinstance(reply, dict) else {"content": str(reply)}
         text = message.get("content") or ""
-        for call in message.get("tool_calls") or []:
+        for call in message.get("tool_calls") or []:  # the first call, in the env's own format
             fn = call.get("function", {})
             try:
-                import json
-
                 text = base.format_call(fn.get("name", ""), **json.loads(fn.get("arguments") or "{}"))
-            except Exception:
-                pass
+            except (ValueError, TypeError):
+                pass  # unparsable arguments: the text goes to the env as it is (an error observation)
             break
         self._messages.append({"role": "assistant", "content": text})
         return text
 
     def close(self) -> None:
-        """Close the event loop."""
+        """Close the model's HTTP client and the event loop."""
+        aclose = getattr(self.policy, "aclose", None)
+        if callable(aclose) and not self._loop.is_closed():
+            self._loop.run_until_complete(aclose())
         self._loop.close()
