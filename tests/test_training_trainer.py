@@ -146,6 +146,7 @@ curriculum: {{tool_call_reward: true}}
 bonus: {{episodic_novelty: 0.1, global_novelty: 0.1, novelty_product: 0.1, otc: 0.1}}
 budget: {{knapsack: true}}
 warmup: {{episodes: 4, epochs: 2, lr: 1.0e-3}}
+eval_tasks: 3
 """)
     from forage.cli import app
 
@@ -166,6 +167,15 @@ warmup: {{episodes: 4, epochs: 2, lr: 1.0e-3}}
     assert warm["warmup/demos"] == 4 and warm["warmup/batches"] == 2
     assert warm["warmup/nll_last"] < warm["warmup/nll_first"]
     assert "warm start: SFT on 4 oracle demonstrations" in res.output
+    # the held-out panel: the env's last 3 tasks, outside the pool (first 8) and the demonstrations (next 4)
+    ev = json.loads((run / "eval.json").read_text())
+    import gymnasium as gym
+
+    ids = [t.id for t in gym.make("forage/LookupQA-1hop-v0").unwrapped.tasks]
+    assert ev["panel"] == ids[-3:] and not set(ev["panel"]) & set(ids[:12])
+    assert ev["before_rl"] is not None and ev["after_rl"]["step"] == 2 and 0 <= ev["after_rl"]["success"] <= 1
+    assert "held-out greedy success before RL" in res.output and "on 3 tasks (after 2 RL steps" in res.output
+    assert "eval/success" in rows[-1]
     # --resume continues from the final checkpoint to a higher step count
     res = CliRunner().invoke(app, ["train", "--config", str(cfg), "--resume", "--steps", "3", "--no-plot"])
     assert res.exit_code == 0, res.output + repr(res.exception)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -22,6 +23,22 @@ def _parse_overrides(items: list[str]) -> dict:
 
 def register(app: typer.Typer) -> None:
     """Add the train commands to the main app."""
+
+    def held_out_panel(trainer: "Any") -> list[str]:
+        """The last ``eval_tasks`` task ids of the env: never in the training pool nor the demonstrations."""
+        import gymnasium as gym
+
+        cfg = trainer.cfg
+        env = gym.make(cfg.rollout.env, disable_env_checker=True, **cfg.rollout.env_kwargs)
+        try:
+            ids = [t.id for t in env.unwrapped.tasks]
+        finally:
+            env.close()
+        used = len(trainer.task_pool()) + (cfg.warmup.episodes if cfg.warmup.episodes else 0)
+        if used + cfg.eval_tasks > len(ids):
+            raise typer.BadParameter(f"eval_tasks {cfg.eval_tasks}: only {len(ids) - used} tasks are outside the "
+                                     f"training pool and the demonstrations")
+        return ids[-cfg.eval_tasks:]
 
     @app.command("train")
     def train(
@@ -61,12 +78,38 @@ def register(app: typer.Typer) -> None:
         if resume:
             at = trainer.resume()
             typer.echo(f"resumed at step {at}" if at else "no checkpoint found; starting at step 0")
+        panel = held_out_panel(trainer) if cfg.eval_tasks else []
+        before: dict | None = None
         try:
-            run_dir = trainer.train()
+            if panel and not resume:   # the panel's score after the cold start: where RL starts from
+                if not trainer.warmed_up:
+                    warm = trainer.warm_start()
+                    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+                    (cfg.run_dir / "warmup.json").write_text(json.dumps(warm, indent=2))
+                    typer.echo(f"warm start: SFT on {warm['warmup/demos']:.0f} oracle demonstrations, "
+                               f"NLL {warm['warmup/nll_first']:.3f} -> {warm['warmup/nll_last']:.3f}")
+                before = trainer.evaluate(panel)
+                typer.echo(f"held-out greedy success before RL: {before['success']:.2f} on {len(panel)} tasks")
+            evals: list[dict] = []
+
+            def eval_fn(tr: "Any") -> dict:
+                evals.append({"step": tr.step, **tr.evaluate(panel)})
+                return {k: v for k, v in evals[-1].items() if k != "step"}
+
+            run_dir = trainer.train(eval_fn=eval_fn if panel else None)
+            after = evals[-1] if evals else None
         except WeightSyncError as e:   # never train on rollouts of stale weights: stop with the push's reason
             typer.echo(f"error: the weight push to the rollout server failed at step {trainer.step}: {e}", err=True)
             raise typer.Exit(1)
+        finally:
+            trainer.close()
         typer.echo(f"metrics: {run_dir / 'metrics.jsonl'}")
+        if after is not None:
+            (run_dir / "eval.json").write_text(json.dumps(
+                {"panel": panel, "before_rl": before, "during_rl": evals, "after_rl": after}, indent=2))
+            start = f"{before['success']:.2f} -> " if before else ""
+            typer.echo(f"held-out greedy success: {start}{after['success']:.2f} on {len(panel)} tasks "
+                       f"(after {trainer.step} RL steps; {run_dir / 'eval.json'})")
         if plot:
             from ..training.plot import plot_run
 

@@ -121,8 +121,13 @@ class VLLMSource:
                 from ..agents.models import resolve_model
                 from ..agents.vllm_server import VLLMServer
 
+                on_gpu = next(self.model.parameters()).device.type == "cuda"
+                # On a GPU the server shares the card with the trainer: a third of its memory, not vLLM's 0.9.
+                # On a CPU, torch.compile's warm-up costs minutes for little decode speed: run eagerly.
                 server = VLLMServer(resolve_model(self.model_path), weight_sync=True,
-                                    max_model_len=max(self.cfg.max_context, 2048), log_path=self.log_path)
+                                    max_model_len=max(self.cfg.max_context, 2048), log_path=self.log_path,
+                                    memory_fraction=0.3 if on_gpu else None,
+                                    extra_args=[] if on_gpu else ["--enforce-eager"])
                 if self.verbose:
                     print(f"starting a vLLM server with weight sync (log: {server.log_path})...", flush=True)
                 self.server = server.start()

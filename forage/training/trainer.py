@@ -365,7 +365,10 @@ class Trainer:
 
     # -- the run ---------------------------------------------------------------------------------
     def train(self, steps: int | None = None, eval_fn: Callable[["Trainer"], dict[str, float]] | None = None) -> Path:
-        """Run until ``steps`` (default ``cfg.steps``) with a progress bar; returns the run folder."""
+        """Run until ``steps`` (default ``cfg.steps``) with a progress bar; returns the run folder.
+
+        ``eval_fn(trainer)`` runs every ``cfg.eval_every`` steps and after the last one; its figures are
+        logged as ``eval/...`` with that step's metrics."""
         total = self.cfg.steps if steps is None else steps
         run_dir = self.cfg.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -386,7 +389,8 @@ class Trainer:
                 bar = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
             while self.step < total:
                 m = self.train_step()
-                if eval_fn is not None and self.cfg.eval_every and self.step % self.cfg.eval_every == 0:
+                if eval_fn is not None and (self.step == total or (self.cfg.eval_every
+                                                                   and self.step % self.cfg.eval_every == 0)):
                     ev = eval_fn(self)
                     self.logger.log(self.step - 1, {**m, **{f"eval/{k}": v for k, v in ev.items()}})
                 if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
