@@ -27,6 +27,7 @@ def _run(make_env, tasks, reward_key):
     return trajs
 
 
+@pytest.mark.slow  # loads SmolLM2's tokenizer
 def test_game24_oracle_rollouts():
     env = Game24Env()
     ids = [t.id for t in env.tasks[::300]]

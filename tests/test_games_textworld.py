@@ -92,6 +92,8 @@ def test_junk_is_an_error_observation(env):
     assert "Error" in obs and not term and r == 0.0
     obs, r, *_ , info = env.step('<tool_call>{"name": "command", "arguments": {"cmd": 3}}</tool_call>')
     assert "Error" in obs and info["rewards"]["format"] == -1.0
+    obs, r, term, *_ = env.step("go " + "north " * 40)  # longer than the interpreter takes: refused, not cut
+    assert "limit" in obs and not term
     for meta in ("restart", "RESTORE", "quit", "undo"):  # would desync TextWorld's state tracking
         obs, r, term, *_ = env.step(meta)
         assert "meta-command" in obs and r == 0.0 and not term

@@ -17,7 +17,7 @@ from ..base import Episode, Task, ToolEnv
 
 __all__ = ["GameView", "GameBackend", "GameSnapshot", "TextGameEnv", "clean_command"]
 
-MAX_COMMAND_CHARS = 200
+MAX_COMMAND_CHARS = 190  # jericho cuts commands at 198 bytes; cleaned commands are ASCII
 _PRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 
@@ -219,7 +219,8 @@ class TextGameEnv(ToolEnv):
         if self.plain_text and isinstance(action, str) and self.episode is not None and not self.episode.done:
             parsed = self.tool_format.parse(action[: self.max_action_chars], self.tools)
             if not parsed.calls and not parsed.errors and parsed.text.strip():
-                action = self.format_call("command", command=parsed.text.strip()[: MAX_COMMAND_CHARS])
+                # one character over the limit is enough for the command tool to refuse it as too long
+                action = self.format_call("command", command=parsed.text.strip()[: MAX_COMMAND_CHARS + 1])
         ep = self.episode
         obs, reward, terminated, truncated, info = await super().astep(action)
         if ep is not None and "score_gain" in ep.state:
