@@ -58,7 +58,7 @@ class MCPTool(Tool):
             raise ToolError(f"the MCP server at {self.url} failed: {type(e).__name__}: {e}") from None
         text = _text(result)
         if getattr(result, "is_error", False):
-            raise ToolError(text or "the MCP tool reported an error")
+            raise ToolError(text.removeprefix("Error: ") or "the MCP tool reported an error")  # ToolError adds it back
         return text
 
 
