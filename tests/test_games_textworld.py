@@ -101,6 +101,17 @@ def test_junk_is_an_error_observation(env):
     assert "Error" not in obs and info["rewards"].get("score", 0.0) == 0.0 and info["game_score"] == 0
 
 
+def test_admissible_commands_in_the_prompt_on_request():
+    env = TextWorldEnv(num_games=1, show_admissible=True)
+    try:
+        obs, info = env.reset(options={"task_index": 0})
+        assert "Valid commands: " in obs and all(c in obs for c in info["admissible_commands"])
+        obs, *_ , info = env.step("look")
+        assert "Valid commands: " + ", ".join(info["admissible_commands"]) in obs
+    finally:
+        env.close()
+
+
 def test_plain_text_is_a_command(env):
     env.reset(options={"task_index": 0})
     first = env.walkthrough(env.episode.task)[0]
