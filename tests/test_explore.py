@@ -310,3 +310,22 @@ def test_chat_model_explores_through_openai_tool_calls():
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@needs_babyai
+def test_archive_save_and_load(tmp_path):
+    env = BabyAIEnv(levels="GoToLocal", num_tasks=1)
+    try:
+        res = go_explore(env, RandomCommandPolicy(5), GoExploreConfig(budget=200, seed=5), task_id=env.tasks[0].id)
+        path = res.archive.save(tmp_path / "a.pkl")
+        loaded = Archive.load(path)
+        assert set(loaded.cells) == set(res.archive.cells)
+        assert [c.times_seen for c in loaded.cells.values()] == [c.times_seen for c in res.archive.cells.values()]
+        for s in loaded.sample_starts(5, np.random.default_rng(0)):
+            env.reset(options=s.options)
+            assert env.cell() == s.cell_key
+        (tmp_path / "bad.pkl").write_bytes(__import__("pickle").dumps({"format": "other"}))
+        with pytest.raises(ValueError):
+            Archive.load(tmp_path / "bad.pkl")
+    finally:
+        env.close()

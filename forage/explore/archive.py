@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Hashable, Iterable
 
 import numpy as np
@@ -157,6 +159,26 @@ class Archive:
             cell.times_chosen_since_new += 1
             out.append(self.start_state(cell))
         return out
+
+    def save(self, path: str | Path) -> Path:
+        """Write the archive (cells, counts, snapshots) with pickle, atomically. Load only archives you wrote."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump({"format": "forage-archive-1", "archive": self}, f, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Archive":
+        """An archive written by :meth:`save` (pickle: never load a file from someone you do not trust)."""
+        with open(path, "rb") as f:
+            data = pickle.load(f)
+        if not isinstance(data, dict) or data.get("format") != "forage-archive-1" or not isinstance(
+                data.get("archive"), cls):
+            raise ValueError(f"{path} is not a Forage archive")
+        return data["archive"]
 
     @staticmethod
     def start_state(cell: Cell) -> StartState:
