@@ -55,6 +55,16 @@ def _make_shaper(cfg: TrainConfig) -> Any:
     return RewardShaper(cfg.curriculum, cfg.bonus)
 
 
+def rollout_time_split(trajs: Sequence[Trajectory], wall_s: float) -> dict[str, float]:
+    """The rollout's wall time split into generation and env time (episodes run concurrently, so the split is
+    each share of the summed per-episode times), and the tokens generated."""
+    gen = sum(t.timings.get("generate_s", 0.0) for t in trajs)
+    env = sum(t.timings.get("env_s", 0.0) for t in trajs)
+    share = gen / (gen + env) if gen + env > 0 else 1.0
+    return {"time/generate_s": max(0.0, wall_s) * share, "time/env_s": max(0.0, wall_s) * (1.0 - share),
+            "tokens/generated": float(sum(t.num_generated for t in trajs))}
+
+
 class Trainer:
     """GRPO-family trainer with SPEAR self-imitation replay; see the module docstring for one step."""
 
@@ -118,6 +128,7 @@ class Trainer:
             m["time/weight_sync_s"] = self.source.last_sync_s
         if not trajs:
             raise RuntimeError(f"step {step}: the rollout returned no trajectories")
+        m.update(rollout_time_split(trajs, m["time/rollout_s"] - m.get("time/weight_sync_s", 0.0)))
         groups = [group_key(t) for t in trajs]
         successes = [is_success(t) for t in trajs]
         valid = [t.error is None for t in trajs]
