@@ -181,7 +181,7 @@ class _Scripted:
 
 
 @pytest.mark.slow
-def test_grpo_trainer_with_environment_factory(tiny, tmp_path):
+def test_grpo_trainer_with_environment_factory(tiny, tmp_path, monkeypatch):
     """A real GRPOTrainer run: TRL parses the tool calls, calls the methods, scores with get_reward."""
     model, tok = tiny
     ex = _load("trl_environment")
@@ -201,7 +201,7 @@ def test_grpo_trainer_with_environment_factory(tiny, tmp_path):
         tail = torch.tensor([r + [tok.eos_token_id] * (width - len(r)) for r in rows], dtype=input_ids.dtype)
         return torch.cat([input_ids, tail], dim=1)
 
-    model.generate = generate
+    monkeypatch.setattr(model, "generate", generate)        # undone after the test (the fixture is shared)
     trainer = ex.build_trainer(model, tok, ENV, steps=2, num_tasks=4, num_generations=2, batch_size=2,
                                learning_rate=1e-2, max_completion_length=256, output_dir=str(tmp_path),
                                dataset=dataset)
