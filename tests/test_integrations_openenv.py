@@ -179,6 +179,17 @@ def test_gym_env_over_a_plain_openenv_env():
             env.close()
 
 
+def test_stateless_http_endpoints_answer_clearly(server):
+    import httpx
+
+    r = httpx.post(server.url + "/reset", json={"seed": 0}, timeout=30)
+    assert r.status_code == 200 and r.json()["observation"]["text"]
+    r = httpx.post(server.url + "/step", json={"action": {"tool": "answer", "arguments": {"answer": "x"}}}, timeout=30)
+    assert r.status_code == 200 and "no episode is running" in r.json()["observation"]["text"] and r.json()["done"]
+    r = httpx.post(server.url + "/step", json={"action": {"tool": 3}}, timeout=30)
+    assert r.status_code == 422
+
+
 def test_cli_openenv_protocol_bad_env_is_a_clear_error():
     from typer.testing import CliRunner
 

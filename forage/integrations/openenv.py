@@ -107,8 +107,10 @@ def environment_class(env_id: str, **env_kwargs: Any) -> type:
                                      system_prompt=info.get("system_prompt"), done=False, reward=0.0)
 
         def step(self, action: Any, timeout_s: float | None = None, **kwargs: Any) -> Any:
-            if not self.session.started:
-                raise RuntimeError("call reset before step")
+            if not self.session.started:   # e.g. OpenEnv's stateless POST /step, which runs on a fresh env
+                problem = ("Error: no episode is running; call reset first (OpenEnv's HTTP /step runs each request "
+                           "on a fresh env: play episodes over the WebSocket session, /ws, as EnvClient does)")
+                return ForageObservation(text=problem, tool_errors=[problem], done=True, reward=0.0)
             if (action.tool is None) == (action.message is None):
                 problem = "Error: give either 'tool' (with 'arguments') or 'message', not both and not neither"
                 return ForageObservation(text=problem, tool_errors=[problem], done=self.session.done, reward=0.0)
