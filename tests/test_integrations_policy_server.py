@@ -157,3 +157,13 @@ def test_forage_openai_policy_with_tools_against_the_server():
     trajs = asyncio.run(main())
     assert len(trajs) == 2 and all(t.error is None for t in trajs), [t.error for t in trajs]
     assert all(t.num_turns >= 1 for t in trajs)
+
+
+def test_cli_serve_policy_refuses_a_template_it_cannot_match(tmp_path):
+    from typer.testing import CliRunner
+
+    from forage.cli import app
+
+    folder = _folder(tmp_path, "odd", "{{ messages[0]['content'] }}")
+    r = CliRunner().invoke(app, ["serve", "policy", "--model", str(folder), "--port", "1"])
+    assert r.exit_code == 2 and "tool-call parser" in r.output and "--tool-call-parser none" in r.output
