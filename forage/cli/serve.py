@@ -90,8 +90,6 @@ def serve_env_cmd(
                                  "HTTP/WebSocket protocol, for OpenEnv's EnvClient; needs openenv-core)."),
 ) -> None:
     """Serve a registered env over HTTP as JSON sessions (create, reset, step, close; idle sessions reaped)."""
-    import json
-
     from forage.envs.server import EnvServerConfig, serve_env
 
     if protocol not in ("forage", "openenv"):
@@ -113,16 +111,7 @@ def serve_env_cmd(
         uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
         return
 
-    kwargs = {}
-    for item in kwarg:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            typer.echo(f"error: --kwarg wants K=V, got {item!r}", err=True)
-            raise typer.Exit(2)
-        try:
-            kwargs[key] = json.loads(value)
-        except json.JSONDecodeError:
-            kwargs[key] = value
+    kwargs = _parse_kwargs(kwarg)
     cfg = EnvServerConfig(env_id, kwargs, session_timeout=session_timeout, max_sessions=max_sessions,
                           allow_client_kwargs=allow_client_kwargs)
     typer.echo(f"serving {env_id} on http://{host}:{port} (POST /sessions, /sessions/ID/reset|step, "
