@@ -44,7 +44,8 @@ class WeightSyncExtension:
     checkpoint-format parameters, loads the tensors and then re-runs the layer's post-load processing. That
     matters on CPUs: vLLM's CPU backend repacks linear weights for the CPU's own GEMM kernel (oneDNN on
     AVX-512 machines, AMX kernels on Intel, zentorch on AMD Zen builds) and empties the original parameter,
-    so a plain ``model.load_weights`` finds size-0 tensors on some machines and stale kernels on others.
+    so a plain ``model.load_weights`` finds size-0 tensors wherever such a kernel is picked (it only worked
+    where vLLM fell back to torch's own linear, which reads the parameter).
 
     A push that cannot be applied leaves the server on the weights it served before: it is checked against
     the served checkpoint first (names, shapes, dtypes) and refused; a load that fails later is rolled back to
