@@ -413,7 +413,7 @@ def test_a_failed_weight_push_stops_the_step_before_any_update(tmp_path):
         def close(self):
             pass
 
-    tr.source, tr._task_pool = FailingPush(), ["task-0", "task-1"]
+    tr.source, tr._task_ids = FailingPush(), ["task-0", "task-1"]
     before = _params(tr.model)
     with pytest.raises(WeightSyncError, match="did not load"):
         tr.train_step()

@@ -26,15 +26,8 @@ def register(app: typer.Typer) -> None:
 
     def held_out_panel(trainer: "Any") -> list[str]:
         """The last ``eval_tasks`` task ids of the env: never in the training pool nor the demonstrations."""
-        import gymnasium as gym
-
-        cfg = trainer.cfg
-        env = gym.make(cfg.rollout.env, disable_env_checker=True, **cfg.rollout.env_kwargs)
-        try:
-            ids = [t.id for t in env.unwrapped.tasks]
-        finally:
-            env.close()
-        used = len(trainer.task_pool()) + (cfg.warmup.episodes if cfg.warmup.episodes else 0)
+        cfg, ids = trainer.cfg, trainer.task_ids()
+        used = len(trainer.task_pool()) + cfg.warmup.episodes
         if used + cfg.eval_tasks > len(ids):
             raise typer.BadParameter(f"eval_tasks {cfg.eval_tasks}: only {len(ids) - used} tasks are outside the "
                                      f"training pool and the demonstrations")
@@ -82,12 +75,7 @@ def register(app: typer.Typer) -> None:
         before: dict | None = None
         try:
             if panel and not resume:   # the panel's score after the cold start: where RL starts from
-                if not trainer.warmed_up:
-                    warm = trainer.warm_start()
-                    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-                    (cfg.run_dir / "warmup.json").write_text(json.dumps(warm, indent=2))
-                    typer.echo(f"warm start: SFT on {warm['warmup/demos']:.0f} oracle demonstrations, "
-                               f"NLL {warm['warmup/nll_first']:.3f} -> {warm['warmup/nll_last']:.3f}")
+                trainer.cold_start_once()
                 before = trainer.evaluate(panel)
                 typer.echo(f"held-out greedy success before RL: {before['success']:.2f} on {len(panel)} tasks")
             evals: list[dict] = []

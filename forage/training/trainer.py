@@ -100,7 +100,7 @@ class Trainer:
         self.replay_rng = np.random.default_rng(cfg.seed + 2)
         self.sil_cov_gen = torch.Generator().manual_seed(cfg.seed + 4)
         self.logger: MetricsLogger | None = None
-        self._task_pool: list[str] | None = None
+        self._task_ids: list[str] | None = None
         self.warmed_up = cfg.warmup.episodes <= 0
 
     def _lr_lambda(self, step: int) -> float:
@@ -277,21 +277,24 @@ class Trainer:
         return m
 
     # -- rollouts ----------------------------------------------------------------------------------
-    def task_pool(self) -> list[str]:
-        """Task ids of the training env (the first ``rollout.task_pool`` of them)."""
-        if self._task_pool is None:
+    def task_ids(self) -> list[str]:
+        """Every task id of the training env, in the env's order."""
+        if self._task_ids is None:
             import gymnasium as gym
 
             import forage  # noqa: F401  (registers the envs)
 
             env = gym.make(self.cfg.rollout.env, disable_env_checker=True, **self.cfg.rollout.env_kwargs)
             try:
-                ids = [t.id for t in env.unwrapped.tasks]
+                self._task_ids = [t.id for t in env.unwrapped.tasks]
             finally:
                 env.close()
-            n = self.cfg.rollout.task_pool
-            self._task_pool = ids[:n] if n else ids
-        return self._task_pool
+        return self._task_ids
+
+    def task_pool(self) -> list[str]:
+        """Task ids of the training env (the first ``rollout.task_pool`` of them)."""
+        n = self.cfg.rollout.task_pool
+        return self.task_ids()[:n] if n else self.task_ids()
 
     def plan_tasks(self) -> tuple[list[str], dict[str, int]]:
         """This step's tasks (drawn with the trainer's RNG) and samples per task."""
@@ -374,6 +377,17 @@ class Trainer:
         self.reference = None   # re-snapshot at the first RL step: the reference is the post-warm-start policy
         return stats
 
+    def cold_start_once(self) -> None:
+        """The warm start, unless done already (or resumed past it); its figures go to RUN/warmup.json."""
+        if self.warmed_up:
+            return
+        warm = self.warm_start()
+        self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.cfg.run_dir / "warmup.json").write_text(json.dumps(warm, indent=2))
+        if self.progress:
+            print(f"warm start: SFT on {warm['warmup/demos']:.0f} oracle demonstrations, "
+                  f"NLL {warm['warmup/nll_first']:.3f} -> {warm['warmup/nll_last']:.3f}", flush=True)
+
     # -- the run ---------------------------------------------------------------------------------
     def train(self, steps: int | None = None, eval_fn: Callable[["Trainer"], dict[str, float]] | None = None) -> Path:
         """Run until ``steps`` (default ``cfg.steps``) with a progress bar; returns the run folder.
@@ -388,12 +402,7 @@ class Trainer:
         self.logger.truncate_after(self.step)
         bar = None
         try:
-            if not self.warmed_up:
-                warm = self.warm_start()
-                (run_dir / "warmup.json").write_text(json.dumps(warm, indent=2))
-                if self.progress:
-                    print(f"warm start: SFT on {warm['warmup/demos']:.0f} oracle demonstrations, "
-                          f"NLL {warm['warmup/nll_first']:.3f} -> {warm['warmup/nll_last']:.3f}", flush=True)
+            self.cold_start_once()
             if self.progress:
                 from tqdm.auto import tqdm
 
