@@ -9,7 +9,7 @@ from __future__ import annotations
 import platform
 from importlib.metadata import PackageNotFoundError, version
 
-__all__ = ["cpu_model", "cpu_features", "stack_versions", "describe_machine"]
+__all__ = ["cpu_model", "cpu_features", "cpu_has_native_bf16", "stack_versions", "describe_machine"]
 
 # The features vLLM's and torch's CPU kernels choose between (x86 and Arm).
 _FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "asimd", "sve", "bf16")
@@ -40,6 +40,11 @@ def cpu_features() -> list[str]:
     info = _cpuinfo()
     flags = set((info.get("flags") or info.get("Features") or "").split())
     return [f for f in _FEATURES if f in flags]
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU multiplies bf16 in hardware (AVX-512 BF16, AMX, or Arm's BF16), so bf16 GEMMs beat fp32."""
+    return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(cpu_features()))
 
 
 def stack_versions() -> dict[str, str]:

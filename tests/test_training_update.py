@@ -86,6 +86,36 @@ def test_on_policy_ratio_is_one_and_nothing_is_clipped(tmp_path):
     assert st["pg/ratio_mean"] == pytest.approx(1.0, abs=1e-6)
 
 
+def test_bf16_autocast_runs_the_forward_in_bf16_close_to_fp32(tmp_path):
+    """model.autocast bfloat16: token_logps runs under bf16 autocast (its log-probs move off the fp32 values
+    of sequence_logprobs, so the mechanism is on) yet stay within 0.05 nats; the logged gap says so and the
+    step's gradients are finite fp32 on the fp32 master weights."""
+    tr = _trainer(tmp_path, **{"model.autocast": "bfloat16"})
+    assert tr.model.forage_autocast is torch.bfloat16
+    trajs = _episodes(tr.model)
+    st = tr.update(trajs, [1.0, -1.0, 0.5, -0.5, 1.0])
+    assert 1e-6 < st["pg/logp_gap"] < 0.05
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in tr.model.parameters())
+    off = _trainer(tmp_path / "off")
+    assert off.model.forage_autocast is None
+    assert off.update(_episodes(off.model), [1.0, -1.0, 0.5, -0.5, 1.0])["pg/logp_gap"] < 1e-5
+
+
+def test_autocast_auto_follows_the_cpu():
+    """auto: bf16 only for fp32 weights on a CPU with hardware bf16 (what /proc/cpuinfo says), never for bf16
+    weights or on request off."""
+    from forage.machine import cpu_features
+    from forage.training.config import ModelConfig
+    from forage.training.model import autocast_dtype
+
+    native = bool({"avx512_bf16", "amx_bf16", "bf16"} & set(cpu_features()))
+    cpu = torch.device("cpu")
+    assert autocast_dtype(ModelConfig(), cpu, torch.float32) == (torch.bfloat16 if native else None)
+    assert autocast_dtype(ModelConfig(), cpu, torch.bfloat16) is None
+    assert autocast_dtype(ModelConfig(autocast="off"), cpu, torch.float32) is None
+    assert autocast_dtype(ModelConfig(), torch.device("cuda"), torch.float32) is None
+
+
 def test_recomputed_behaviour_logprobs_give_ratio_exactly_one(tmp_path):
     tr = _trainer(tmp_path, **{"algo.behaviour_logprobs": "recompute"})
     st = tr.update(_episodes(tr.model), [1.0, -1.0, 0.5, -0.5, 1.0])

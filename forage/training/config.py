@@ -17,7 +17,8 @@ from typing import Any, Literal, get_type_hints
 
 __all__ = [
     "ModelConfig", "LoraConfig", "RolloutConfig", "AlgoConfig", "CovConfig", "ReplayConfig",
-    "ScheduleConfig", "CurriculumConfig", "BonusConfig", "BudgetConfig", "OptimConfig", "WarmupConfig", "TrainConfig",
+    "ScheduleConfig", "CurriculumConfig", "BonusConfig", "BudgetConfig", "OptimConfig", "WarmupConfig", "DistributedConfig",
+    "TrainConfig",
     "load_config", "config_from_dict", "config_to_dict", "validate_config", "ConfigError",
     "CLIP_COV_RATIO", "KL_COV_RATIO",
 ]
@@ -60,6 +61,9 @@ class ModelConfig:
     path: str = "default"
     tokenizer: str | None = None          # default: same as path
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"   # auto: fp32 on CPU, bf16 on GPU
+    # bf16 autocast of the forward/backward over fp32 weights (the optimizer keeps fp32). auto: on when the
+    # weights are fp32 on a CPU that multiplies bf16 in hardware (AVX-512 BF16 / AMX / Arm BF16), else off.
+    autocast: Literal["auto", "bfloat16", "off"] = "auto"
     device: str = "auto"
     gradient_checkpointing: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -352,6 +356,23 @@ class WarmupConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """Training on several ranks under torchrun (``forage train --nproc N``; see forage/training/distributed.py).
+
+    ``ddp`` keeps a whole model on each rank and all-reduces the gradients; ``fsdp`` shards parameters,
+    gradients and optimizer state over the ranks (FSDP2 ``fully_shard`` on each transformer block). Ignored
+    in a single process.
+    """
+
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    backend: Literal["auto", "gloo", "nccl"] = "auto"   # auto: nccl with CUDA, else gloo
+    timeout_s: int = 1800                 # a collective waiting longer than this fails the run
+
+    def check(self, where: str) -> None:
+        _need(self.timeout_s >= 1, f"{where}.timeout_s", f"must be >= 1, got {self.timeout_s}")
+
+
+@dataclass
 class TrainConfig:
     """The whole run."""
 
@@ -375,6 +396,7 @@ class TrainConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -388,6 +410,12 @@ class TrainConfig:
         if self.rollout.backend == "vllm" and not self.rollout.vllm_url:
             _need(self.model.path != "tiny-random", "rollout.backend",
                   "vllm needs a model folder (model.path) to start a server from, not tiny-random")
+        if self.distributed.strategy == "fsdp":   # what the sharded path does not build
+            _need(self.algo.kl_coef == 0, "distributed.strategy",
+                  "fsdp with algo.kl_coef > 0 is not built (the KL reference would be a second sharded model); use ddp")
+            _need(not self.model.lora.enabled, "distributed.strategy",
+                  "fsdp with LoRA is not built (the adapters are small: use ddp)")
+            _need(self.rollout.ray is None, "distributed.strategy", "fsdp does not combine with rollout.ray")
 
     def generation_budget(self) -> int:
         """The most policy tokens one episode can hold: Dr.GRPO's constant normaliser by default."""

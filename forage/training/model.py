@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
@@ -9,7 +10,7 @@ import torch
 
 from .config import ModelConfig
 
-__all__ = ["load_model", "device_dtype", "token_logps", "Reference", "rollout_copy", "pad_id", "trainable"]
+__all__ = ["load_model", "device_dtype", "autocast_dtype", "token_logps", "Reference", "rollout_copy", "pad_id", "trainable"]
 
 
 def device_dtype(cfg: ModelConfig) -> tuple[torch.device, torch.dtype]:
@@ -23,6 +24,18 @@ def device_dtype(cfg: ModelConfig) -> tuple[torch.device, torch.dtype]:
     else:
         dtype = getattr(torch, cfg.dtype)
     return device, dtype
+
+
+def autocast_dtype(cfg: ModelConfig, device: torch.device, dtype: torch.dtype) -> torch.dtype | None:
+    """The dtype the forward/backward autocasts to (None: none): ``model.autocast``, where ``auto`` means bf16
+    for fp32 weights on a CPU with hardware bf16 (about 2x the fp32 speed of a SmolLM2 step on AVX-512 BF16)."""
+    if cfg.autocast == "off":
+        return None
+    if cfg.autocast == "bfloat16":
+        return torch.bfloat16
+    from ..machine import cpu_has_native_bf16
+
+    return torch.bfloat16 if device.type == "cpu" and dtype == torch.float32 and cpu_has_native_bf16() else None
 
 
 def load_model(cfg: ModelConfig, seed: int = 0) -> tuple[Any, Any]:
@@ -55,6 +68,7 @@ def load_model(cfg: ModelConfig, seed: int = 0) -> tuple[Any, Any]:
         tok = AutoTokenizer.from_pretrained(resolve_model(cfg.tokenizer) if cfg.tokenizer else path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     model.to(device=device, dtype=dtype)
+    model.forage_autocast = autocast_dtype(cfg, device, dtype)   # read by token_logps
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
@@ -88,9 +102,12 @@ def token_logps(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
 
     Position j of the result is the log-prob of ``input_ids[:, T - keep + 1 + j]`` from the logits
     at position ``T - keep + j`` (only the last ``keep`` positions' logits are computed). The
-    entropy of the same distributions comes without autograd unless ``entropy_grad``.
+    entropy of the same distributions comes without autograd unless ``entropy_grad``. The forward runs
+    under the autocast dtype :func:`load_model` chose (``model.forage_autocast``); log-softmax is fp32.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, use_cache=False).logits
+    ac = getattr(model, "forage_autocast", None)
+    with torch.autocast(input_ids.device.type, dtype=ac) if ac is not None else contextlib.nullcontext():
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, use_cache=False).logits
     logits = logits[:, :-1].float()
     if temperature != 1.0:
         logits = logits / temperature

@@ -55,20 +55,24 @@ def _micro_batches(trajs: Sequence[Trajectory], max_tokens: int, pad: int, devic
 
 
 def accumulate(model: Any, trajs: Sequence[Trajectory], advantages: Sequence[float], term: LossTerm,
-               micro_batch_tokens: int, pad: int, reference: Reference | None = None) -> dict[str, float]:
+               micro_batch_tokens: int, pad: int, reference: Reference | None = None,
+               num_tokens: float | None = None, num_seqs: float | None = None) -> dict[str, float]:
     """Back-propagate ``term.weight x`` the term's loss over ``trajs`` (gradients add up in ``.grad``).
 
     Returns per-token means over the term's policy tokens: ``entropy``, ``clipfrac``, ``kl``,
-    ``ratio_mean``, ``ratio_max_dev`` (max |ratio - 1|), the counts ``cov_removed`` /
-    ``cov_penalised`` / ``tokens``, and ``loss`` (the term's unweighted loss).
+    ``ratio_mean``, ``ratio_max_dev`` (max |ratio - 1|), ``logp_gap`` (mean |log-prob - behaviour log-prob|:
+    the train/rollout mismatch of precision and kernels, before any update), the counts ``cov_removed`` /
+    ``cov_penalised`` / ``tokens``, and ``loss`` (the term's unweighted loss). ``num_tokens`` / ``num_seqs``
+    (default: those of ``trajs``) are the loss's normalisers: a rank passes the whole batch's.
     """
     device = next(model.parameters()).device
-    num_tokens = float(sum(policy_tokens(t) for t in trajs)) or 1.0
-    num_seqs = float(len(trajs)) or 1.0
+    # the normalisers: this set's counts, or the whole batch's when ``trajs`` is one rank's share of it
+    num_tokens = float(num_tokens if num_tokens is not None else sum(policy_tokens(t) for t in trajs)) or 1.0
+    num_seqs = float(num_seqs if num_seqs is not None else len(trajs)) or 1.0
     adv_all = torch.tensor([float(a) for a in advantages], dtype=torch.float32)
     if term.clamp_negative:
         adv_all = adv_all.clamp(min=0.0)
-    st = {"loss": 0.0, "entropy": 0.0, "clipfrac": 0.0, "kl": 0.0, "ratio_mean": 0.0, "ratio_max_dev": 0.0,
+    st = {"loss": 0.0, "entropy": 0.0, "clipfrac": 0.0, "kl": 0.0, "ratio_mean": 0.0, "ratio_max_dev": 0.0, "logp_gap": 0.0,
           "cov_removed": 0.0, "cov_penalised": 0.0}
     for idx, keep, b in _micro_batches(trajs, micro_batch_tokens, pad, device):
         mask = b["mask"]
@@ -97,11 +101,12 @@ def accumulate(model: Any, trajs: Sequence[Trajectory], advantages: Sequence[flo
         st["clipfrac"] += float((pl.clipped.float() * mask).sum())
         ratio = pl.ratio.detach()
         st["ratio_mean"] += float((ratio * mask).sum())
+        st["logp_gap"] += float(((logp.detach() - b["old"]).abs() * mask).sum())
         dev = ((ratio - 1.0).abs() * mask)
         st["ratio_max_dev"] = max(st["ratio_max_dev"], float(dev.max()) if dev.numel() else 0.0)
         st["cov_removed"] += pl.cov_removed
         st["cov_penalised"] += pl.cov_penalised
-    for k in ("entropy", "clipfrac", "kl", "ratio_mean"):
+    for k in ("entropy", "clipfrac", "kl", "ratio_mean", "logp_gap"):
         st[k] /= num_tokens
     st["tokens"] = num_tokens
     return st
