@@ -238,6 +238,7 @@ class Trainer:
                 if epoch == 0:
                     out.update({"loss/pg": pg["loss"], "entropy/token": pg["entropy"], "pg/clipfrac": pg["clipfrac"],
                                 "pg/ratio_mean": pg["ratio_mean"], "pg/ratio_max_dev": pg["ratio_max_dev"],
+                                "pg/logp_gap": pg["logp_gap"],
                                 "pg/kl": pg["kl"], "pg/cov_removed": pg["cov_removed"],
                                 "pg/cov_penalised": pg["cov_penalised"], "pg/tokens": pg["tokens"]})
             if with_sil:
