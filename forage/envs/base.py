@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
+import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Coroutine, Iterable, Mapping, Sequence, TypeVar
 
@@ -77,6 +79,25 @@ def answer_tool(
     )
 
 
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, T], yielded: Any) -> Any:
+    """Finish, inside a Task, a coroutine whose first step ran outside the loop and suspended on ``yielded``."""
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as e:  # thrown in by the Task (cancellation): pass it on
+            advance = functools.partial(coro.throw, e)
+        else:
+            advance = functools.partial(coro.send, sent)
+        try:
+            yielded = advance()
+        except StopIteration as stop:
+            return stop.value
+
+
 class _LoopRunner:
     """Runs coroutines to completion from sync code, even when the caller is inside a running loop."""
 
@@ -84,13 +105,25 @@ class _LoopRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+    def run(self, coro: Coroutine[Any, Any, T], eager: bool = False) -> T:
+        """Run ``coro`` to completion; ``eager``: step it inline first and use the loop only if it suspends."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             if self._loop is None or self._loop.is_closed():
                 self._loop = asyncio.new_event_loop()
-            return self._loop.run_until_complete(coro)
+            if not eager:
+                return self._loop.run_until_complete(coro)
+            # A step whose tools are plain functions never suspends: running its first (and only)
+            # step inline saves the task, the loop start and the selector poll (~15 us a call).
+            asyncio.events._set_running_loop(self._loop)
+            try:
+                yielded = coro.send(None)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                asyncio.events._set_running_loop(None)
+            return self._loop.run_until_complete(_resume(coro, yielded))
         # Called from inside a running loop (a notebook, an async trainer): use our own thread.
         if self._thread is None:
             self._thread_loop = asyncio.new_event_loop()
@@ -175,6 +208,9 @@ class ToolEnv(gym.Env[str, str]):
         self.episode: Episode | None = None
         self._runner = _LoopRunner()
         self._task_index = {t.id: i for i, t in enumerate(self._tasks)}
+        # No overridden async hook: reset/step may run inline when the tools are plain functions.
+        self._plain_hooks = all(getattr(type(self), h) is getattr(ToolEnv, h)
+                                for h in ("areset", "astep", "setup_episode", "teardown_episode"))
 
     # -- hooks for subclasses --------------------------------------------------------------
     def load_tasks(self) -> Iterable[Task]:
@@ -224,11 +260,12 @@ class ToolEnv(gym.Env[str, str]):
     # -- Gymnasium API -----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Start an episode: a seeded task, or ``options["task_id"]`` / ``options["task_index"]``."""
-        return self._runner.run(self.areset(seed=seed, options=options))
+        return self._runner.run(self.areset(seed=seed, options=options), eager=self._plain_hooks)
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         """Parse and run the tool calls in ``action``; return the results as the next observation."""
-        return self._runner.run(self.astep(action))
+        eager = self._plain_hooks and self.tool_timeout is None and all(t.inline for t in self.tools.values())
+        return self._runner.run(self.astep(action), eager=eager)
 
     async def areset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Async twin of :meth:`reset`."""

@@ -27,6 +27,16 @@ _CITY_SUFFIX = ["port", "ford", "holm", "gard", "wick", "ton", "mere", "stead"]
 _COMPANY_SUFFIX = ["Works", "Company", "Guild", "Holdings", "& Sons", "Trading House"]
 
 
+@functools.lru_cache(maxsize=8192)
+def _normalized_short(text: str) -> str:
+    return normalize_answer(text)
+
+
+def _normalized(text: str) -> str:
+    """``normalize_answer``, memoised for short strings (names and answers repeat across episodes)."""
+    return _normalized_short(text) if len(text) <= 256 else normalize_answer(text)
+
+
 @dataclass
 class Entity:
     """A fictional entity: its name, kind and facts (attribute -> value)."""
@@ -50,6 +60,7 @@ class KnowledgeBase:
         for e in entities:
             self.entities[e.name] = e
         self._by_key = {normalize_answer(n): e for n, e in self.entities.items()}
+        self._by_name = {n: self._by_key[normalize_answer(n)] for n in self.entities}  # exact names skip normalising
         self._index: dict[str, set[str]] = {}
         for e in self.entities.values():
             text = e.name + " " + " ".join(e.facts.values()) + " " + e.kind
@@ -58,7 +69,8 @@ class KnowledgeBase:
 
     def get(self, name: str) -> Entity | None:
         """The entity called ``name`` (case, punctuation and articles ignored), or None."""
-        return self._by_key.get(normalize_answer(name))
+        hit = self._by_name.get(name)
+        return hit if hit is not None else self._by_key.get(_normalized(name))
 
     def similar(self, name: str, n: int = 3) -> list[str]:
         """Names close to ``name``."""
@@ -197,6 +209,7 @@ def _cached_questions(kb_seed: int, people: int, n: int, hops: tuple[int, ...]) 
 
 def make_lookup_tools(kb: KnowledgeBase, search_k: int = 5) -> list[Tool]:
     """The ``lookup``, ``search`` and ``answer`` tools over ``kb``."""
+    described: dict[str, str] = {}  # the knowledge base is read-only: describe each entity once
 
     @tool
     def lookup(name: str) -> str:
@@ -210,7 +223,10 @@ def make_lookup_tools(kb: KnowledgeBase, search_k: int = 5) -> list[Tool]:
             close = kb.similar(name)
             hint = f" Did you mean: {', '.join(close)}?" if close else " Try the search tool."
             raise ToolError(f"no entity named {name[:200]!r}.{hint}")
-        return ent.describe()
+        text = described.get(ent.name)
+        if text is None:
+            text = described[ent.name] = ent.describe()
+        return text
 
     @tool
     def search(query: str, k: int = search_k) -> str:
@@ -298,7 +314,7 @@ class LookupQAEnv(ToolEnv):
 
     def score(self, episode: Episode) -> dict[str, float]:
         ans = episode.answer
-        ok = ans is not None and normalize_answer(ans) == normalize_answer(str(episode.task.answer))
+        ok = ans is not None and _normalized(ans) == _normalized(str(episode.task.answer))
         return {"correct": float(ok)}
 
     def oracle_actions(self, task: Task) -> list[str]:

@@ -19,6 +19,7 @@ __all__ = [
     "ToolError",
     "tool",
     "schema_from_function",
+    "flat_schema_check",
 ]
 
 
@@ -113,6 +114,7 @@ class Tool:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", self.name or ""):
             raise ValueError(f"invalid tool name {self.name!r}: use letters, digits, '_', '-', '.'")
         self._validator = jsonschema.Draft202012Validator(self.parameters)
+        self._surely_valid = flat_schema_check(self.parameters)
 
     # -- description ---------------------------------------------------------------------
     def schema(self) -> dict[str, Any]:
@@ -121,6 +123,11 @@ class Tool:
             "type": "function",
             "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
         }
+
+    @property
+    def inline(self) -> bool:
+        """True when a call runs the plain function inline (no task, so no timeout either)."""
+        return self._inline
 
     @property
     def required(self) -> list[str]:
@@ -136,6 +143,8 @@ class Tool:
         """Return a readable message if ``arguments`` do not fit the schema, else None."""
         if not isinstance(arguments, dict):
             return f"arguments must be a JSON object, got {type(arguments).__name__}"
+        if self._surely_valid is not None and self._surely_valid(arguments):
+            return None
         errors = sorted(self._validator.iter_errors(arguments), key=lambda e: list(e.path))
         if not errors:
             return None
@@ -192,6 +201,60 @@ class Tool:
 
     def __repr__(self) -> str:
         return f"Tool({self.name!r})"
+
+
+# -- fast validation ---------------------------------------------------------------------
+
+_EXACT_TYPES: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: type(v) is str,
+    "integer": lambda v: type(v) is int,
+    "number": lambda v: type(v) is int or type(v) is float,
+    "boolean": lambda v: type(v) is bool,
+    "object": lambda v: type(v) is dict,
+    "array": lambda v: type(v) is list,
+    "null": lambda v: v is None,
+}
+_ANNOTATIONS = frozenset({"description", "title", "default", "examples", "$comment", "deprecated"})
+_FLAT_KEYS = _ANNOTATIONS | {"type", "properties", "required", "additionalProperties"}
+
+
+def flat_schema_check(schema: Any) -> Callable[[dict[str, Any]], bool] | None:
+    """A quick yes-test for flat object schemas (typed properties, required, additionalProperties).
+
+    The test answers True only for arguments the schema surely accepts; False means "ask the full
+    validator" (which also writes the message). None: the schema uses keywords it does not know.
+    """
+    if not isinstance(schema, dict) or not set(schema) <= _FLAT_KEYS or schema.get("type", "object") != "object":
+        return None
+    props, required, extra = schema.get("properties", {}), schema.get("required", []), schema.get("additionalProperties", True)
+    if not isinstance(props, dict) or not isinstance(required, list) or type(extra) is not bool:
+        return None
+    if not all(isinstance(r, str) for r in required):
+        return None
+    checks: dict[str, Callable[[Any], bool] | None] = {}
+    for pname, prop in props.items():
+        if not isinstance(prop, dict) or not set(prop) <= _ANNOTATIONS | {"type"}:
+            return None
+        kind = prop.get("type")
+        if kind is not None and not (isinstance(kind, str) and kind in _EXACT_TYPES):
+            return None
+        checks[pname] = _EXACT_TYPES[kind] if kind is not None else None
+    need = tuple(dict.fromkeys(required))
+
+    def surely_valid(arguments: dict[str, Any]) -> bool:
+        for r in need:
+            if r not in arguments:
+                return False
+        for key, value in arguments.items():
+            if key in checks:
+                check = checks[key]
+                if check is not None and not check(value):
+                    return False
+            elif not extra:
+                return False
+        return True
+
+    return surely_valid
 
 
 # -- schema derivation ---------------------------------------------------------------------
