@@ -8,22 +8,29 @@ import os
 import socket
 import struct
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import Sandbox, SandboxConfig, SandboxError, SandboxUnavailable, _Process, server_source
+from .bridge import plain_socket
 from .image import SANDBOX_UID, docker_image_tag
 from .limits import NOFILE, shm_mb, tmp_mb
 from .seccomp import docker_profile
 
-__all__ = ["DockerSandbox", "docker_client", "reap_containers", "docker_runtimes", "labelled_containers", "LABEL"]
+if TYPE_CHECKING:
+    from .hosts import DockerHost, DockerHosts
+
+__all__ = ["DockerSandbox", "docker_client", "reap_containers", "docker_runtimes", "labelled_containers", "LABEL",
+           "ping_host", "sweep_host", "remove_labelled"]
 
 LABEL = "forage.sandbox"
-"""Every container we start carries this label (plus ``forage.owner`` = the owner's pid and start time)."""
+"""Every container we start carries this label, plus ``forage.owner`` = the owner's pid and start time and
+``forage.owner.machine`` / ``forage.owner.boot`` = where and in which boot that pid lives (a daemon may
+serve several machines: only the owner's machine can tell whether the owner is alive)."""
 
-_client = None
+_clients: dict[str | None, Any] = {}
 _client_pid = 0
 _client_lock = threading.Lock()
-_reaped = False
+_swept: set[str | None] = set()
 
 
 def _owner_id(pid: int) -> str | None:
@@ -46,21 +53,62 @@ def owner_label() -> str:
     return _owners[pid]
 
 
-def docker_client():
-    """A shared docker SDK client (SandboxUnavailable when no daemon answers)."""
-    global _client, _client_pid
-    with _client_lock:
-        if _client is None or _client_pid != os.getpid():  # a forked child must not share the connection pool
-            try:
-                import docker
+def _read(path: str) -> str:
+    try:
+        return open(path).read().strip()
+    except OSError:
+        return ""
 
-                client = docker.from_env(timeout=60)
+
+MACHINE = _read("/etc/machine-id") or socket.gethostname()
+BOOT = _read("/proc/sys/kernel/random/boot_id")
+
+
+def _client_for(host: str | None, timeout: float):
+    import docker
+
+    if host is None:
+        return docker.from_env(timeout=timeout)
+    kwargs = docker.utils.kwargs_from_env()  # TLS settings of DOCKER_TLS_VERIFY / DOCKER_CERT_PATH, if any
+    if not host.startswith("tcp://"):
+        kwargs.pop("tls", None)
+    kwargs.update(base_url=host, timeout=timeout, use_ssh_client=host.startswith("ssh://"))
+    return docker.DockerClient(**kwargs)
+
+
+def docker_client(host: str | None = None):
+    """A shared docker SDK client of ``host`` (a ``DOCKER_HOST``-style URL; None = ``DOCKER_HOST`` or the
+    default socket); SandboxUnavailable when no daemon answers there."""
+    global _client_pid
+    with _client_lock:
+        if _client_pid != os.getpid():  # a forked child must not share the connection pools
+            _clients.clear()
+            _swept.clear()
+            _client_pid = os.getpid()
+        if host not in _clients:
+            try:
+                client = _client_for(host, 60)
                 client.ping()
             except Exception as e:
-                raise SandboxUnavailable(f"no docker daemon answers ({type(e).__name__}: {e}); "
-                                         "run scripts/setup.sh or `forage sandbox build` to start one") from None
-            _client, _client_pid = client, os.getpid()
-        return _client
+                where = "" if host is None else f" at {host}"
+                hint = "run scripts/setup.sh or `forage sandbox build` to start one" if host is None else \
+                    "start dockerd there or check the URL"
+                raise SandboxUnavailable(f"no docker daemon answers{where} ({type(e).__name__}: {e}); {hint}") from None
+            _clients[host] = client
+        return _clients[host]
+
+
+def ping_host(host: str | None, timeout: float = 3.0) -> str | None:
+    """None when the daemon at ``host`` answers within ``timeout`` s, else why not (a fresh connection each time)."""
+    try:
+        client = _client_for(host, timeout)
+        try:
+            client.ping()
+        finally:
+            client.close()
+        return None
+    except Exception as e:  # noqa: BLE001
+        return f"{type(e).__name__}: {e}"[:300]
 
 
 def docker_runtimes(client=None) -> list[str]:
@@ -85,9 +133,22 @@ def _remove(client, container_id: str) -> bool:
         return False
 
 
-def _remove_labelled(client, labels: list[str]) -> int:
+def remove_labelled(client, labels: list[str]) -> int:
     """Force-remove every container carrying all ``labels``; return how many."""
     return sum(_remove(client, c["Id"]) for c in labelled_containers(client, labels))
+
+
+
+def _owner_dead(labels: dict) -> bool:
+    """True when the container's owner process is known to be gone (False when it lives on another machine)."""
+    owner = labels.get("forage.owner", "")
+    machine, boot = labels.get("forage.owner.machine"), labels.get("forage.owner.boot")
+    if machine is not None and machine != MACHINE:
+        return False  # another machine's: only that machine (or `forage sandbox reap --all`) may judge it
+    if boot is not None and BOOT and boot != BOOT:
+        return True  # this machine rebooted since
+    pid = owner.split(":", 1)[0]
+    return not (owner and pid.isdigit() and _owner_id(int(pid)) == owner)
 
 
 def reap_containers(only_dead_owners: bool = True, client=None) -> int:
@@ -95,21 +156,31 @@ def reap_containers(only_dead_owners: bool = True, client=None) -> int:
     client = client or docker_client()
     removed = 0
     for c in labelled_containers(client, [LABEL]):
-        owner = (c.get("Labels") or {}).get("forage.owner", "")
-        pid = owner.split(":", 1)[0]
-        if only_dead_owners and pid.isdigit() and _owner_id(int(pid)) == owner and owner != "":
+        if only_dead_owners and not _owner_dead(c.get("Labels") or {}):
             continue
         removed += _remove(client, c["Id"])
     return removed
 
 
+def sweep_host(client, host: str | None) -> int:
+    """Once per process and host: remove the containers of dead owners there; return how many."""
+    with _client_lock:
+        if host in _swept:
+            return 0
+        _swept.add(host)
+    return reap_containers(client=client)
+
+
 def _remove_own_containers() -> None:
-    if _client is None or _client_pid != os.getpid():
+    if _client_pid != os.getpid():
         return  # a forked child leaves its parent's containers alone
-    try:
-        _remove_labelled(_client, [f"forage.owner={owner_label()}"])
-    except Exception:
-        pass
+    for host, client in list(_clients.items()):
+        if host is not None and ping_host(host, 2.0) is not None:
+            continue  # a dead host must not hold up exit: its next start's sweep reaps them
+        try:
+            remove_labelled(client, [f"forage.owner={owner_label()}"])
+        except Exception:
+            pass
 
 
 atexit.register(_remove_own_containers)
@@ -127,9 +198,9 @@ def _runtime_own_pids(config: SandboxConfig) -> int:
 class _AttachedProcess(_Process):
     """The container's main process, reached through a hijacked attach socket (stdout frames demuxed)."""
 
-    def __init__(self, sandbox: "DockerSandbox", container, sock: socket.socket,
+    def __init__(self, sandbox: "DockerSandbox", container, host: "DockerHost", sock: socket.socket,
                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.sandbox, self.container, self.sock = sandbox, container, sock
+        self.sandbox, self.container, self.host, self.sock = sandbox, container, host, sock
         self.reader, self.writer = reader, writer
         self._buf = bytearray()
 
@@ -152,24 +223,31 @@ class _AttachedProcess(_Process):
             self.writer.close()
         except Exception:
             pass
-        await asyncio.to_thread(self._remove)
+        if not self.host.down:  # a dead daemon took its containers with it (its next start's sweep says so)
+            await asyncio.to_thread(self._remove)
 
     def _remove(self) -> None:
         try:
             self.container.remove(force=True)
-        except Exception:
-            pass
+        except Exception as e:
+            if "404" not in str(e) and "No such container" not in str(e):
+                self.sandbox.hosts.check(self.host, e)
 
     async def death_reason(self) -> str:
-        def state() -> dict:
+        def state() -> dict | None:
             try:
                 self.container.reload()
                 return self.container.attrs.get("State", {})
-            except Exception:
+            except Exception as e:
+                if not self.sandbox.hosts.check(self.host, e):
+                    return None
                 return {}
 
         for _ in range(20):
             st = await asyncio.to_thread(state)
+            if st is None:
+                return (f"its docker host {self.host.name} stopped answering; the next call starts a new "
+                        "interpreter on another host")
             if not st.get("Running", False):
                 break
             await asyncio.sleep(0.05)
@@ -191,38 +269,58 @@ class DockerSandbox(Sandbox):
     picks the OCI runtime, e.g. ``"runsc"`` (gVisor: a user-space kernel between the code and
     the host kernel) when the daemon has it.
 
+    ``host`` is a ``DOCKER_HOST``-style URL (default: ``DOCKER_HOST`` or the local socket);
+    ``hosts`` several (URLs, ``{url: slots}``, ``"url=n,url=n"``; default ``$FORAGE_DOCKER_HOSTS``) or
+    a :class:`~.hosts.DockerHosts` shared by a pool, which places each interpreter on the
+    least-loaded daemon with a free slot (``slots`` = the limit per host). When the daemon of a running interpreter stops answering,
+    that call ends as ``crashed`` and the next one starts on another host.
+
     Every container carries the owner's labels; ``close()`` removes all containers labelled with
     this sandbox's id, also one a cancelled start created after its caller stopped waiting.
     """
 
     backend = "docker"
 
-    def __init__(self, config: SandboxConfig | None = None, **overrides: Any) -> None:
+    def __init__(self, config: SandboxConfig | None = None, *, host: str | None = None, hosts: Any = None,
+                 slots: int | None = None, **overrides: Any) -> None:
+        from .hosts import DockerHosts
+
         super().__init__(config, **overrides)
-        self.client = docker_client()
         self.image = self.config.image or docker_image_tag()
-        try:
-            self.client.images.get(self.image)
-        except Exception:
-            raise SandboxUnavailable(f"docker image {self.image!r} is missing: run `forage sandbox build`") from None
-        runtime = self.config.docker_runtime
-        if runtime is not None and runtime not in docker_runtimes(self.client):
-            raise SandboxUnavailable(f"the docker daemon has no runtime {runtime!r} "
-                                     f"(it has {', '.join(docker_runtimes(self.client))}); install gVisor for runsc")
+        if not isinstance(hosts, DockerHosts):  # a spec: URLs, {url: slots}, "url=n,url=n"; None: $FORAGE_DOCKER_HOSTS
+            if host is not None and hosts is not None:
+                raise ValueError("give host= or hosts=, not both")
+            hosts = DockerHosts([host] if host is not None else hosts, slots=slots, image=self.image,
+                                runtime=self.config.docker_runtime)
+        elif hosts.image != self.image or hosts.runtime != self.config.docker_runtime:
+            raise ValueError(f"these docker hosts serve image {hosts.image!r} on runtime {hosts.runtime!r}, "
+                             f"not {self.image!r} on {self.config.docker_runtime!r}")
+        self.hosts = hosts.ready()
+        self.host: DockerHost | None = None
+        """Where the interpreter runs (it holds one of that host's slots from its first start to close)."""
+        self._epoch = 0
         self._starts: set[asyncio.Future] = set()
-        global _reaped
-        if not _reaped:
-            _reaped = True
-            reap_containers(client=self.client)
+
+    @property
+    def client(self):
+        """The docker SDK client of this sandbox's host."""
+        return docker_client(self.host.url if self.host is not None else self.hosts.live()[0].url)
+
+    @property
+    def lost(self) -> bool:
+        """True when its host went down since it was placed (its interpreter is gone with the daemon)."""
+        return self.host is not None and not self.hosts.current(self.host, self._epoch)
 
     def _labels(self) -> list[str]:
         return [f"forage.owner={owner_label()}", f"forage.sandbox.id={self.id}"]
 
-    def _create(self):
+    def _create(self, client):
         c = self.config
         env = {"HOME": "/work", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "OPENBLAS_NUM_THREADS": "1",
                "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", **c.env}
-        return self.client.containers.create(
+        labels = {LABEL: "1", "forage.owner": owner_label(), "forage.owner.machine": MACHINE,
+                  "forage.owner.boot": BOOT, "forage.sandbox.id": self.id, **self.hosts.labels()}
+        return client.containers.create(
             self.image, ["python3", "-I", "-u", "-c", server_source(), "--kill-strays"],
             user=f"{SANDBOX_UID}:{SANDBOX_UID}", working_dir="/work", environment=env, hostname="sandbox",
             network_mode="none", read_only=True,
@@ -233,38 +331,64 @@ class DockerSandbox(Sandbox):
             security_opt=["no-new-privileges", f"seccomp={docker_profile(runtime=c.docker_runtime)}"],
             runtime=c.docker_runtime,
             ipc_mode="private", shm_size=f"{shm_mb(c)}m", ulimits=[{"Name": "nofile", "Soft": NOFILE, "Hard": NOFILE}],
-            stdin_open=True, labels={LABEL: "1", "forage.owner": owner_label(), "forage.sandbox.id": self.id},
-            log_config={"type": "none"},
+            stdin_open=True, labels=labels, log_config={"type": "none"},
         )
 
-    def _create_and_attach(self):
-        container = self._create()
+    def _create_and_attach(self, client):
+        container = self._create(client)
         try:
-            resp = self.client.api.attach_socket(container.id, params={"stdin": 1, "stdout": 1, "stream": 1})
-            sock = getattr(resp, "_sock", resp)
+            resp = client.api.attach_socket(container.id, params={"stdin": 1, "stdout": 1, "stream": 1})
+            sock = plain_socket(getattr(resp, "_sock", resp))
             container.start()
         except BaseException:
             container.remove(force=True)
             raise
         return container, sock
 
+    async def _place(self, exclude: set) -> None:
+        """Move to the least-loaded live host outside ``exclude`` (giving back the slot held so far)."""
+        old, self.host = self.host, None
+        if old is not None:
+            self.hosts.release(old)
+        self.host = await self.hosts.place(exclude, wait=self.config.start_timeout)
+        self._epoch = self.host.epoch
+
     async def _spawn(self) -> _Process:
-        # The thread runs on when the caller is cancelled (a pool closing mid-recycle): shield it, and
-        # remove what it made if nobody is left to use it.
-        fut = asyncio.ensure_future(asyncio.to_thread(self._create_and_attach))
-        self._starts.add(fut)
-        fut.add_done_callback(self._starts.discard)
-        try:
-            container, sock = await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            fut.add_done_callback(self._discard_start)
-            raise
+        tried: set = set()
+        while True:
+            if self.host is None or self.lost:
+                await self._place(tried)
+            host = self.host
+            assert host is not None
+            try:
+                client = docker_client(host.url)
+            except SandboxUnavailable as e:
+                await asyncio.to_thread(self.hosts.check, host, e)
+                tried.add(host)
+                continue
+            # The thread runs on when the caller is cancelled (a pool closing mid-recycle): shield it, and
+            # remove what it made if nobody is left to use it.
+            fut = asyncio.ensure_future(asyncio.to_thread(self._create_and_attach, client))
+            self._starts.add(fut)
+            fut.add_done_callback(self._starts.discard)
+            try:
+                container, sock = await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                fut.add_done_callback(self._discard_start)
+                raise
+            except Exception as e:
+                if await asyncio.to_thread(self.hosts.check, host, e):
+                    raise SandboxError(f"docker at {host.name} could not start a sandbox: {type(e).__name__}: {e}") \
+                        from None
+                tried.add(host)  # the daemon is gone: start elsewhere
+                continue
+            break
         if self.closed:
             await asyncio.to_thread(self._discard, container, sock)
             raise SandboxError(f"{self.id} was closed while starting")
         sock.setblocking(False)
         reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
-        return _AttachedProcess(self, container, sock, reader, writer)
+        return _AttachedProcess(self, container, host, sock, reader, writer)
 
     @staticmethod
     def _discard(container, sock) -> None:
@@ -284,7 +408,13 @@ class DockerSandbox(Sandbox):
     async def _cleanup(self) -> None:
         if self._starts:  # let starts in flight finish, so the label sweep below sees their containers
             await asyncio.wait(list(self._starts), timeout=30)
+        host, self.host = self.host, None
+        if host is None:
+            return
+        self.hosts.release(host)
+        if host.down:
+            return  # the daemon went away with its containers, or its next start's sweep removes them
         try:
-            await asyncio.to_thread(_remove_labelled, self.client, self._labels())
+            await asyncio.to_thread(remove_labelled, docker_client(host.url), self._labels())
         except Exception:  # the daemon went away: its containers went with it, or `forage sandbox reap` will
             pass

@@ -163,14 +163,17 @@ def build_rootfs(recipe: ImageRecipe | None = None, *, force: bool = False, log=
     return final
 
 
-def ensure_docker_image(recipe: ImageRecipe | None = None, client=None, *, log=print) -> str:
-    """Make sure the docker image of ``recipe`` exists (``docker import`` of the built root); return its tag."""
+def ensure_docker_image(recipe: ImageRecipe | None = None, client=None, *, host: str | None = None, log=print) -> str:
+    """Make sure the docker image of ``recipe`` exists (``docker import`` of the built root); return its tag.
+
+    ``host``: the daemon's ``DOCKER_HOST``-style URL (default: ``DOCKER_HOST`` / the local socket).
+    """
     recipe = recipe or default_recipe()
     tag = docker_image_tag(recipe)
     if client is None:
         import docker
 
-        client = docker.from_env()
+        client = docker.from_env() if host is None else docker.DockerClient(base_url=host)
     try:
         client.images.get(tag)
         return tag
@@ -180,7 +183,8 @@ def ensure_docker_image(recipe: ImageRecipe | None = None, client=None, *, log=p
     started = time.monotonic()
     log(f"docker import {root} as {tag} ...")
     tar = subprocess.Popen(["tar", "-C", str(root), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
-    imp = subprocess.run(["docker", "import", "-c", f"USER {SANDBOX_UID}:{SANDBOX_UID}", "-c", "WORKDIR /work",
+    imp = subprocess.run(["docker", *(["-H", host] if host else []), "import",
+                          "-c", f"USER {SANDBOX_UID}:{SANDBOX_UID}", "-c", "WORKDIR /work",
                           "-c", "ENV LANG=C.UTF-8", "-", tag], stdin=tar.stdout, capture_output=True, text=True)
     tar.stdout.close()
     tar.wait()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
-from .base import Sandbox, SandboxConfig, SandboxError, run_on_sandbox_loop
+from .base import Sandbox, SandboxConfig, SandboxError, SandboxUnavailable, run_on_sandbox_loop
 
 __all__ = ["SandboxPool", "PoolStats", "make_sandbox"]
 
@@ -44,6 +44,8 @@ class PoolStats:
     started: int
     recycled: int
     broken: int
+    hosts: dict[str, int] = field(default_factory=dict)
+    """Sandboxes placed on each docker host (docker backend)."""
 
 
 class SandboxPool:
@@ -60,14 +62,26 @@ class SandboxPool:
 
     def __init__(self, backend: str | Callable[[], Sandbox] = "bwrap", size: int = 2, max_size: int = 64,
                  config: SandboxConfig | None = None, recycle: str = "restart", start_concurrency: int = 4,
-                 **sandbox_kwargs: Any) -> None:
+                 hosts: Any = None, slots: int | None = None, **sandbox_kwargs: Any) -> None:
         if recycle not in ("restart", "reset"):
             raise ValueError("recycle must be 'restart' or 'reset'")
         if not 0 <= size <= max_size or max_size < 1:
             raise ValueError("need 0 <= size <= max_size and max_size >= 1")
+        if (hosts is not None or slots is not None) and backend != "docker":
+            raise ValueError("hosts= and slots= are options of the 'docker' backend")
         self.backend = backend if isinstance(backend, str) else getattr(backend, "backend", "custom")
+        self.hosts: Any = None
+        """The docker backend's :class:`~.hosts.DockerHosts` (None for other backends)."""
+        if backend == "docker":  # one set of hosts for every sandbox of the pool: placement sees them all
+            sandbox_kwargs = {**sandbox_kwargs, "hosts": hosts, "slots": slots}
         if isinstance(backend, str):
-            self._factory: Callable[[], Sandbox] = lambda: make_sandbox(backend, config, **sandbox_kwargs)
+            def factory() -> Sandbox:
+                sb = make_sandbox(backend, config, **sandbox_kwargs)
+                if backend == "docker" and self.hosts is None:
+                    self.hosts = sandbox_kwargs["hosts"] = sb.hosts  # type: ignore[attr-defined]
+                return sb
+
+            self._factory: Callable[[], Sandbox] = factory
         else:
             self._factory = backend
         self.size, self.max_size, self.recycle = size, max_size, recycle
@@ -122,7 +136,9 @@ class SandboxPool:
 
     def stats(self) -> PoolStats:
         """Current counts."""
-        return PoolStats(self.size, self.max_size, len(self._idle), len(self._busy), self._starting, **self._n)
+        hosts = {h.name: h.used for h in self.hosts.hosts} if self.hosts is not None else {}
+        return PoolStats(self.size, self.max_size, len(self._idle), len(self._busy), self._starting, **self._n,
+                         hosts=hosts)
 
     async def __aenter__(self) -> "SandboxPool":
         return await self.start()
@@ -144,6 +160,14 @@ class SandboxPool:
 
     def _total(self) -> int:
         return len(self._all) + self._starting
+
+    def _room(self) -> int:
+        """How many more sandboxes may start now (``max_size``, and the docker hosts' free slots)."""
+        room = self.max_size - self._total()
+        if self.hosts is not None:  # starts that have not taken their slot yet will take one
+            placed = sum(1 for sb in self._booting if getattr(sb, "host", None) is not None)
+            room = min(room, self.hosts.free_slots() - (self._starting - placed))
+        return room
 
     async def _new(self) -> Sandbox | None:
         """Start one sandbox (counted in ``_starting`` while it boots); None if it failed."""
@@ -184,7 +208,7 @@ class SandboxPool:
         task.add_done_callback(self._tasks.discard)
 
     async def _fill(self, wait: bool = False) -> None:
-        need = min(self.size - len(self._idle) - self._starting, self.max_size - self._total())
+        need = min(self.size - len(self._idle) - self._starting, self._room())
         if need <= 0:
             return
 
@@ -209,13 +233,20 @@ class SandboxPool:
         cond, _ = self._sync()
         while True:
             async with cond:
+                while self._idle and getattr(self._idle[-1], "lost", False):  # its docker host went down
+                    self._drop(self._idle.pop())
                 if self._idle:
                     sb = self._idle.pop()
                     break
-                if self._total() < self.max_size:
+                if self._room() > 0:
                     sb = None
                     break
-                await cond.wait()
+                if self.hosts is not None and not self.hosts.live() and not self._starting:
+                    raise SandboxUnavailable(f"no docker host answers ({self.hosts.describe()})")
+                try:  # a host coming back frees slots without a release: look again now and then
+                    await asyncio.wait_for(cond.wait(), 1.0 if self.hosts is not None else None)
+                except asyncio.TimeoutError:
+                    pass
         if sb is None:
             sb = await self._new()
         self._busy.add(sb)
@@ -224,6 +255,13 @@ class SandboxPool:
         if fresh and sb.calls > 0:
             await sb._restart()
         return sb
+
+    def _drop(self, sb: Sandbox) -> None:
+        """Forget ``sb`` (broken or lost with its host) and close it in the background."""
+        self._n["broken"] += 1
+        self._all.discard(sb)
+        self._spawn(asyncio.shield(sb._close()))  # not cancelled by close(), which no longer sees it
+        self._spawn(self._fill())
 
     async def _release(self, sb: Sandbox) -> None:
         if sb not in self._busy:
@@ -269,6 +307,8 @@ class SandboxPool:
         self._busy.clear()
         self._all.clear()
         await asyncio.gather(*(sb._close() for sb in everything), return_exceptions=True)
+        if self.hosts is not None:  # the label sweep, on every host that answers
+            await asyncio.to_thread(self.hosts.close)
         if self._cond is not None:
             async with self._cond:
                 self._cond.notify_all()

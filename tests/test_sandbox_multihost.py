@@ -1,0 +1,349 @@
+"""One pool over two docker daemons: placement, the same limits on both, a daemon killed mid-episode, reaping per host.
+
+The second daemon is a real ``dockerd`` this module starts on its own socket, data root and exec root
+(no bridge, no iptables), kills with SIGKILL to play a dead host, restarts, and takes down at the
+end: no daemon, shim, container or mount of it is left (checked in /proc).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+from _sandbox_helpers import require
+
+import forage  # noqa: F401
+from forage.sandboxes.code import SandboxConfig, SandboxError, SandboxPool, SandboxUnavailable
+from forage.sandboxes.code.docker import LABEL, docker_client, labelled_containers, ping_host, reap_containers
+from forage.sandboxes.code.hosts import POOL_LABEL, DockerHosts, parse_hosts
+
+pytestmark = pytest.mark.docker
+
+
+def _processes_mentioning(text: str) -> list[tuple[int, str]]:
+    """(pid, command line) of every live (non-zombie) process whose command line contains ``text``."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            cmd = open(f"/proc/{d}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+            state = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmd and state != "Z":
+            out.append((int(d), cmd.strip()))
+    return out
+
+
+def _mounts_under(root: str) -> list[str]:
+    return [line.split()[4] for line in open("/proc/self/mountinfo") if line.split()[4].startswith(root)]
+
+
+class SecondDockerd:
+    """A dockerd of our own: ``start``, ``kill`` (SIGKILL, a dead host), ``stop`` (SIGTERM) and ``cleanup``."""
+
+    def __init__(self) -> None:
+        self.root = tempfile.mkdtemp(prefix="fdk2-", dir="/tmp")  # short: a unix socket path has 108 bytes
+        self.url = f"unix://{self.root}/docker.sock"
+        Path(self.root, "daemon.json").write_text("{}")  # not /etc/docker/daemon.json: nothing shared
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: float = 60.0, tries: int = 3) -> None:
+        """Start the daemon (again: on the same roots); a restart after a SIGKILL may take a second try."""
+        for attempt in range(tries):
+            try:
+                return self._start(wait)
+            except RuntimeError:
+                if attempt == tries - 1:
+                    raise
+                time.sleep(2.0)
+
+    def _start(self, wait: float) -> None:
+        cmd = ["dockerd", "--host", self.url, "--data-root", f"{self.root}/data", "--exec-root", f"{self.root}/exec",
+               "--pidfile", f"{self.root}/docker.pid", "--config-file", f"{self.root}/daemon.json",
+               "--bridge", "none", "--iptables=false", "--ip-masq=false"]
+        log = open(f"{self.root}/dockerd.log", "ab")
+        self.proc = subprocess.Popen(["nice", "-n", "19", *cmd], stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + wait
+        while ping_host(self.url, 2.0) is not None:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the second dockerd did not start: {self.log_tail()}")
+            time.sleep(0.3)
+
+    def log_tail(self) -> str:
+        return "\n".join(Path(self.root, "dockerd.log").read_text(errors="replace").splitlines()[-15:])
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)  # nice execs dockerd: same pid
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def cleanup(self) -> list[str]:
+        """Take everything of this daemon down; return what was still there after its own shutdown."""
+        left = []
+        if self.proc is not None and self.proc.poll() is not None:  # killed: a restart stops its orphans
+            try:
+                self.start()
+            except RuntimeError as e:
+                left.append(str(e))
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                reap_containers(only_dead_owners=False, client=docker_client(self.url))
+            except Exception as e:  # noqa: BLE001
+                left.append(f"reap failed: {e}")
+        self.stop()
+        deadline = time.monotonic() + 30
+        while _processes_mentioning(self.root) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        for pid, cmd in _processes_mentioning(self.root):
+            left.append(f"process {pid}: {cmd}")
+            os.kill(pid, signal.SIGKILL)
+        for m in sorted(_mounts_under(self.root), key=len, reverse=True):
+            if m != f"{self.root}/data":  # dockerd leaves its own bind of the data root; nothing else may stay
+                left.append(f"mount {m}")
+            subprocess.run(["umount", "-l", m], check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+        return left
+
+
+@pytest.fixture(scope="module")
+def dockerd2():
+    require("docker")
+    if shutil.which("dockerd") is None:
+        pytest.skip("dockerd is not installed")
+    d = SecondDockerd()
+    try:
+        d.start()
+    except RuntimeError as e:
+        d.cleanup()
+        print(f"skipping: {e}")
+        pytest.skip(str(e))
+    yield d
+    left = d.cleanup()
+    assert left == [], left
+    assert not _processes_mentioning(d.root) and not _mounts_under(d.root) and not os.path.exists(d.root)
+
+
+def _pool_containers(url: str | None, pool: SandboxPool) -> list[dict]:
+    """The pool's containers as that daemon itself lists them (the oracle of placement)."""
+    return labelled_containers(docker_client(url), [f"{POOL_LABEL}={pool.hosts.id}"])
+
+
+def test_hosts_are_parsed_from_urls_maps_and_the_environment(monkeypatch):
+    assert parse_hosts(["unix:///a.sock", "tcp://10.0.0.2:2375=8", "ssh://me@box"], slots=4) == [
+        ("unix:///a.sock", 4), ("tcp://10.0.0.2:2375", 8), ("ssh://me@box", 4)]
+    assert parse_hosts({"tcp://a:2375": 2, "default": None}) == [("tcp://a:2375", 2), (None, None)]
+    monkeypatch.setenv("FORAGE_DOCKER_HOSTS", "local=3, tcp://b:2375")
+    assert parse_hosts(None) == [(None, 3), ("tcp://b:2375", None)]
+    for bad in (["http//x"], ["tcp://a", "tcp://a"], ["tcp://a=0"], []):
+        with pytest.raises(ValueError):
+            parse_hosts(bad)
+    with pytest.raises(ValueError, match="docker"):
+        SandboxPool("bwrap", hosts=["tcp://a:2375"])
+
+
+def test_a_host_that_never_answers_is_a_clear_error():
+    with pytest.raises(SandboxUnavailable, match="no docker daemon answers at unix:///nonexistent"):
+        DockerHosts(["unix:///nonexistent/docker.sock"]).ready()
+
+
+def test_placement_by_free_slots_with_the_same_limits_on_both_daemons(dockerd2):
+    client2 = docker_client(dockerd2.url)
+    assert client2.images.list() == []  # a new daemon: the pool must put the image there
+    config = SandboxConfig(timeout=10, memory_mb=256, pids=48, cpus=0.5)
+
+    async def go() -> None:
+        pool = SandboxPool("docker", size=0, max_size=8, config=config, hosts=[None, dockerd2.url], slots=2)
+        try:
+            assert pool.hosts.image in {t for i in client2.images.list() for t in i.tags}  # put there by the pool
+            sbs = [await pool.acquire() for _ in range(3)]  # least loaded first: 1, 2, 1
+            assert [len(_pool_containers(None, pool)), len(_pool_containers(dockerd2.url, pool))] == [2, 1]
+            sbs.append(await pool.acquire())
+            assert [len(_pool_containers(None, pool)), len(_pool_containers(dockerd2.url, pool))] == [2, 2]
+            waiting = asyncio.ensure_future(pool.acquire())  # 2 + 2 slots are taken: it waits for a release
+            await asyncio.sleep(1.5)
+            assert not waiting.done()
+            on2 = next(sb for sb in sbs if sb.host.url == dockerd2.url)
+            await pool.release(on2)
+            got = await asyncio.wait_for(waiting, 60)
+            assert got.host.url == dockerd2.url
+            sbs.remove(on2)
+            sbs.append(got)
+
+            # The same container settings on both daemons, read back from each daemon.
+            def settings(url, sb):
+                c = labelled_containers(docker_client(url), [f"forage.sandbox.id={sb.id}"])[0]
+                hc = docker_client(url).api.inspect_container(c["Id"])["HostConfig"]
+                keys = ("Memory", "MemorySwap", "PidsLimit", "NanoCpus", "ReadonlyRootfs", "NetworkMode", "CapDrop",
+                        "IpcMode", "ShmSize", "Ulimits", "Tmpfs")
+                return {k: hc[k] for k in keys}, sorted(hc["SecurityOpt"]), c["Labels"]
+
+            on1 = next(sb for sb in sbs if sb.host.url is None)
+            on2 = next(sb for sb in sbs if sb.host.url == dockerd2.url)
+            (s1, sec1, lab1), (s2, sec2, lab2) = settings(None, on1), settings(dockerd2.url, on2)
+            assert s1 == s2 and sec1 == sec2
+            assert s2["Memory"] == 256 << 20 and s2["PidsLimit"] == 48 and s2["NanoCpus"] == 5 * 10 ** 8
+            assert s2["ReadonlyRootfs"] and s2["NetworkMode"] == "none" and s2["CapDrop"] == ["ALL"]
+            assert "no-new-privileges" in sec2 and any(o.startswith("seccomp=") and "defaultAction" in o for o in sec2)
+            for lab in (lab1, lab2):
+                assert lab[LABEL] == "1" and lab[POOL_LABEL] == pool.hosts.id and lab["forage.owner.machine"]
+            # ... and as the kernel in the second daemon's container sees them.
+            r = await on2.run("import os\nst = dict(l.split(':\\t') for l in open('/proc/self/status').read()"
+                              ".splitlines() if ':\\t' in l)\n"
+                              "print(os.getuid(), st['Seccomp'], st['NoNewPrivs'], int(st['CapEff'], 16),"
+                              " sorted(l.split(':')[0].strip() for l in open('/proc/net/dev').readlines()[2:]))")
+            assert r.stdout.strip() == "1000 2 1 0 ['lo']", r
+            for sb in sbs:
+                await pool.release(sb)
+        finally:
+            await pool.close()
+        assert _pool_containers(None, pool) == [] and _pool_containers(dockerd2.url, pool) == []
+
+    asyncio.run(go())
+
+
+def test_a_missing_custom_image_on_the_second_host_is_a_clear_error(dockerd2):
+    with pytest.raises(SandboxUnavailable, match=f"forage-no-such-image:1.*missing on {dockerd2.url}.*docker save"):
+        SandboxPool("docker", size=0, hosts=[dockerd2.url], config=SandboxConfig(image="forage-no-such-image:1"))
+
+
+def _call(base, code: str) -> str:
+    return base.format_call("python", code=code)
+
+
+def test_a_host_killed_mid_episode_is_an_error_observation_and_the_episode_goes_on_elsewhere(dockerd2):
+    pool = SandboxPool("docker", size=0, max_size=4, config=SandboxConfig(timeout=20), hosts=[dockerd2.url, None],
+                       slots=2)
+    env = gym.make("forage/HumanEval-v0", sandbox=pool)
+    base = env.unwrapped
+    try:
+        env.reset(seed=0, options={"task_id": "HumanEval/2"})
+        sb = base.episode.state["sandbox"]
+        assert sb.host.url == dockerd2.url  # both empty: the first listed
+        obs, *_ = env.step(_call(base, "x = 41\nprint('set')"))
+        assert "set" in obs
+
+        out: dict = {}
+        t = threading.Thread(target=lambda: out.update(step=env.step(_call(base, "import time\ntime.sleep(8)\nx"))))
+        t.start()
+        time.sleep(2.0)  # the call is running in the second daemon's container...
+        dockerd2.kill()  # ...when its daemon dies
+        t.join(60)
+        obs, reward, term, trunc, info = out["step"]
+        assert not term and "stopped answering" in obs and dockerd2.url in obs, obs
+        assert pool.hosts.hosts[0].down and not pool.hosts.hosts[1].down
+
+        obs, *_ = env.step(_call(base, "print(6 * 7)"))  # retried on the daemon that answers
+        assert "\n42\n" in obs, obs
+        assert sb.host.url is None and len(_pool_containers(None, pool)) == 1
+        full = base.episode.task.prompt + base.episode.task.answer
+        _, r, term, _, info = env.step(base.format_call("submit", code=full))  # grading: a fresh session
+        assert term and r == 1.0, info
+
+        env.reset(options={"task_id": "HumanEval/2"})  # the next episode
+        obs, *_ = env.step(_call(base, "print('next', 1 + 1)"))
+        assert "next 2" in obs and base.episode.state["sandbox"].host.url is None
+    finally:
+        env.close()
+        asyncio.run(pool.close())
+    assert _pool_containers(None, pool) == []
+    # The dead daemon's container outlived it (its shim runs on); a restart stops it and the sweep removes it.
+    dockerd2.start()
+    left = labelled_containers(docker_client(dockerd2.url), [f"{POOL_LABEL}={pool.hosts.id}"])
+    assert len(left) == 1 and left[0]["State"] != "running", left
+    assert pool.hosts.close() == 1
+    assert labelled_containers(docker_client(dockerd2.url), [f"{POOL_LABEL}={pool.hosts.id}"]) == []
+
+
+CRASHER = textwrap.dedent("""
+    import asyncio, sys
+    from forage.sandboxes.code import SandboxPool
+    async def main():
+        pool = SandboxPool("docker", size=2, max_size=2, hosts=[sys.argv[1]])
+        await pool.start()
+        print("READY", flush=True)
+        await asyncio.sleep(300)
+    asyncio.run(main())
+""")
+
+STARTER = textwrap.dedent("""
+    import sys
+    from forage.sandboxes.code import SandboxPool
+    SandboxPool("docker", size=0, hosts=[None, sys.argv[1]])  # connecting sweeps each host once
+""")
+
+
+def test_a_killed_owners_containers_are_swept_on_every_host_at_the_next_start(dockerd2):
+    if dockerd2.proc is None or dockerd2.proc.poll() is not None:
+        dockerd2.start()
+    client2 = docker_client(dockerd2.url)
+    proc = subprocess.Popen([sys.executable, "-c", CRASHER, dockerd2.url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        owner = proc.pid
+        os.kill(owner, signal.SIGKILL)  # no atexit, no close
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def mine():
+        return [c for c in labelled_containers(client2, [LABEL])
+                if c["Labels"].get("forage.owner", "").startswith(f"{owner}:")]
+
+    assert len(mine()) == 2
+    # A container of a live owner on another machine sharing this daemon: not ours to judge.
+    other = client2.containers.create(next(t for i in client2.images.list() for t in i.tags if "forage-sandbox" in t),
+                                      ["true"], labels={LABEL: "1", "forage.owner": "1:1",
+                                                        "forage.owner.machine": "another-machine"})
+    try:
+        subprocess.run([sys.executable, "-c", STARTER, dockerd2.url], check=True, timeout=120)
+        assert mine() == []
+        assert [c["Id"] for c in labelled_containers(client2, [LABEL])] == [other.id]
+        assert reap_containers(only_dead_owners=False, client=client2) == 1  # `forage sandbox reap --all`
+    finally:
+        try:
+            other.remove(force=True)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def test_a_sandbox_outside_a_pool_takes_a_host_url(dockerd2):
+    if dockerd2.proc is None or dockerd2.proc.poll() is not None:
+        dockerd2.start()
+    from forage.sandboxes.code import make_sandbox
+
+    async def go():
+        async with make_sandbox("docker", host=dockerd2.url, timeout=10) as sb:
+            assert (await sb.run("print(2 ** 10)")).stdout == "1024\n"
+            assert len(labelled_containers(docker_client(dockerd2.url), [f"forage.sandbox.id={sb.id}"])) == 1
+        assert labelled_containers(docker_client(dockerd2.url), [f"forage.sandbox.id={sb.id}"]) == []
+        with pytest.raises(SandboxError):
+            await sb.run("1")
+
+    asyncio.run(go())
