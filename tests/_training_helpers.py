@@ -19,7 +19,7 @@ def tiny_config(tmp_path, **over: Any):
         "name": "t", "out_dir": str(tmp_path), "steps": 3, "seed": 7, "tensorboard": False,
         # fp32 throughout: these tests check the mechanisms to float precision (bf16 autocast has its own test)
         "model": {"path": "tiny-random", "tiny_vocab": VOCAB, "tiny_hidden": 32, "autocast": "off"},
-        "rollout": {"tasks_per_step": 2, "group_size": 3},
+        "rollout": {"tasks_per_step": 2, "group_size": 3, "max_turns": 3},
         "algo": {"cov": {"mode": "clip_cov", "ratio": 0.1, "lb": -1e9, "ub": 1e9}},
         "replay": {"enabled": True, "capacity": 2, "sampling": "prioritized",   # SPEAR's trigger: > 3 entries above p50
                    "weight": {"kind": "constant", "value": 0.5}},

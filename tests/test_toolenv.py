@@ -66,7 +66,7 @@ def test_full_episode_rewards_are_weighted_sums():
     ("<tool_call>{broken", "never closed"),
     ('<tool_call>{"name": "mul", "arguments": {}}</tool_call>', "unknown tool 'mul'"),
     ('<tool_call>{"name": "add", "arguments": {"a": "x"}}</tool_call>', "invalid arguments"),
-    ("x" * 40_000, "limit is 32768"),
+    ("x" * ((1 << 20) + 1), "limit is 1048576"),   # the default max_action_chars, a user limit
 ])
 def test_bad_actions_give_error_observations(action, needle):
     env = make_env()

@@ -3,7 +3,9 @@
 It works at the message level, so its trajectories have messages, rewards and counts but no
 token ids (there is nothing to train on). Tool calls returned in ``tool_calls`` are written back
 in the env's own format (``env.format_call``) so the env parses them as it would a local
-model's text; a reply without tool calls is passed on as plain text.
+model's text; a reply without tool calls is passed on as plain text. Without server-side tools
+(``use_tools=False``) the model writes calls as text: the request then carries the env's stop
+strings, and the stop string the server cut off is put back so the env sees the complete call.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Callable, Sequence
 import httpx
 
 from .policy import PolicyError, SamplingParams
-from .rollout import EnvSpec, RolloutConfig, TaskSpec, _EnvPool, _make_bar
+from .rollout import EnvSpec, RolloutConfig, TaskSpec, _EnvPool, _make_bar, end_through_env, env_stop_strings, release_env
 from .trajectory import Trajectory
 
 __all__ = ["OpenAIPolicy", "ChatRunner"]
@@ -67,8 +69,8 @@ class OpenAIPolicy:
         return self.model
 
     async def chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
-                   params: SamplingParams) -> dict[str, Any]:
-        """One assistant message (``content`` and maybe ``tool_calls``) and its finish reason."""
+                   params: SamplingParams, stop: Sequence[str] | None = None) -> dict[str, Any]:
+        """One assistant message (``content`` and maybe ``tool_calls``), its finish reason and stop string."""
         body: dict[str, Any] = {"model": await self.model_name(), "messages": messages,
                                 "max_tokens": params.max_tokens, "temperature": params.temperature,
                                 "top_p": params.top_p}
@@ -76,6 +78,8 @@ class OpenAIPolicy:
             body["seed"] = params.seed
         if tools and self.use_tools:
             body["tools"] = tools
+        if stop:
+            body["stop"] = list(stop)
         data = await self._post("/chat/completions", body)
         try:
             choice = data["choices"][0]
@@ -84,7 +88,8 @@ class OpenAIPolicy:
             raise PolicyError(f"malformed chat completion: {e}") from e
         usage = data.get("usage") or {}
         return {"content": msg.get("content") or "", "tool_calls": msg.get("tool_calls") or [],
-                "finish_reason": choice.get("finish_reason"), "completion_tokens": usage.get("completion_tokens", 0)}
+                "finish_reason": choice.get("finish_reason"), "completion_tokens": usage.get("completion_tokens", 0),
+                "stop_reason": choice.get("stop_reason")}   # vLLM says which stop string matched
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
@@ -97,6 +102,24 @@ class ChatRunner:
     def __init__(self, policy: OpenAIPolicy, config: RolloutConfig | None = None) -> None:
         self.policy = policy
         self.config = config or RolloutConfig()
+
+    @staticmethod
+    def _restore_stop(env: Any, reply: dict[str, Any], stops: Sequence[str]) -> str:
+        """The reply's text with the stop string the server cut off put back (the env must see whole calls)."""
+        text = reply["content"]
+        if reply.get("finish_reason") != "stop" or not stops or text.endswith(tuple(stops)):
+            return text
+        said = reply.get("stop_reason")
+        if isinstance(said, str):
+            return text + said if said in stops else text
+        fmt, tools = getattr(env, "tool_format", None), getattr(env, "tools", None)
+        if fmt is None or tools is None:
+            return text
+        have = len(fmt.parse(text, tools).calls)
+        for s in stops:   # the stop that completes one more call is the one that was cut
+            if len(fmt.parse(text + s, tools).calls) > have:
+                return text + s
+        return text
 
     def _action(self, env: Any, reply: dict[str, Any]) -> str:
         parts = [reply["content"]] if reply["content"] else []
@@ -127,10 +150,13 @@ class ChatRunner:
             system = env.system_message(with_tools=not tools)
             traj.messages = [{"role": "system", "content": system}, {"role": "user", "content": obs}]
             chat = list(traj.messages)
+            # Calls written as text stop where the env's format says; server-side tool calls need no stops.
+            stops = () if tools else (tuple(c.stop) if c.stop is not None else env_stop_strings(env, info))
             params = SamplingParams(max_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
-                                    seed=None if c.seed is None else c.seed + index)
+                                    seed=None if c.seed is None else c.seed + index, stop=stops)
             while c.max_turns is None or traj.num_turns < c.max_turns:
-                reply = await self.policy.chat(chat, tools, params)
+                reply = await self.policy.chat(chat, tools, params, stop=stops)
+                reply["content"] = self._restore_stop(env, reply, stops)
                 gen_tokens += int(reply.get("completion_tokens") or 0)
                 action = self._action(env, reply)
                 traj.messages.append({"role": "assistant", "content": action})
@@ -152,9 +178,10 @@ class ChatRunner:
                     traj.stop_reason = info.get("stop_reason")
                     break
             else:
-                traj.truncated, traj.stop_reason = True, "max_turns"
+                await end_through_env(env, traj, "max_turns")
         except Exception as e:
             traj.error, traj.stop_reason = f"{type(e).__name__}: {e}", "error"
+            await release_env(env)
         traj.reward = float(sum(traj.step_rewards))
         traj.metadata["completion_tokens"] = gen_tokens
         traj.timings = {"total_s": round(time.perf_counter() - t_start, 4)}

@@ -18,8 +18,13 @@ instructions when the template has no tool support) and the first observation; t
 the policy generates from the exact current ids (appended with loss mask 1 and their behaviour
 log-probs), the generated text goes to ``env.astep``, and only the new tool-result piece is
 tokenized (template closing + message + generation prompt, mask 0). Generation stops at the
-end-of-turn token or right after ``</tool_call>``. The context limit or the turn limit ends an
-episode as truncated (``stop_reason`` ``context_length`` / ``max_turns``). A failing policy call
+end-of-turn token or right after a complete call: the stop strings of the env's tool format
+(``env.stop_strings()``: ``</tool_call>`` for Hermes, each tool's closing tag for XML), kept in the
+output so the env parses the whole call, and the model never writes the tool results itself.
+The env owns the turn limit and ends its episodes; when the engine must stop one first (the
+context is full, or ``RolloutConfig.max_turns`` is below the env's own), it ends it through the
+env (``env.aend_episode``), so ``score()`` and the teardown run then, not at the next reset; the
+episode is truncated (``stop_reason`` ``context_length`` / ``max_turns``). A failing policy call
 (server gone, timeout, malformed reply) or env error ends only that episode with
 ``Trajectory.error`` set.
 """
@@ -53,11 +58,11 @@ class RolloutConfig:
     concurrency: int = 64          # episodes in flight at once
     max_context: int = 4096        # tokens (prompt + all turns); beyond it the episode is truncated
     max_new_tokens: int = 256      # per turn
-    max_turns: int | None = None   # None: the env's own limit
+    max_turns: int | None = None   # None: the env's own limit; a smaller one ends episodes through the env
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = -1
-    stop: tuple[str, ...] = DEFAULT_STOP
+    stop: tuple[str, ...] | None = None  # None: the env's tool-format stops (env.stop_strings())
     seed: int | None = None        # base sampling seed (episode i uses seed + i) or None
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     generate_timeout: float | None = None  # seconds per generation call (None: the policy's own)
@@ -163,13 +168,13 @@ class RolloutEngine:
         return run_blocking(self.run(env, tasks, group_size, **kwargs))
 
     # -- one episode -------------------------------------------------------------------------
-    def _params(self, max_tokens: int, index: int, turn: int = 0) -> SamplingParams:
+    def _params(self, max_tokens: int, index: int, turn: int = 0, stop: tuple[str, ...] = DEFAULT_STOP) -> SamplingParams:
         c = self.config
         seed = None
         if c.seed is not None:  # one stream per (episode, turn): a fixed seed per episode would repeat each turn
             seed = int(np.random.SeedSequence([c.seed, index, turn]).generate_state(1)[0]) & 0x7FFFFFFF
         return SamplingParams(max_tokens=max_tokens, temperature=c.temperature, top_p=c.top_p, top_k=c.top_k,
-                              stop=tuple(c.stop), seed=seed)
+                              stop=stop, seed=seed)
 
     async def run_episode(self, env: Any, task: TaskSpec = None, index: int = 0) -> Trajectory:
         """One episode in ``env`` (an unwrapped ToolEnv) for ``task``; never raises."""
@@ -197,16 +202,17 @@ class RolloutEngine:
             traj.token_ids = list(ids)
             traj.loss_mask = [0] * len(ids)
             traj.logprobs = [0.0] * len(ids)
+            stop = tuple(c.stop) if c.stop is not None else env_stop_strings(env, info)
             max_turns = c.max_turns
             while True:
                 if max_turns is not None and traj.num_turns >= max_turns:
-                    traj.truncated, traj.stop_reason = True, "max_turns"
+                    await end_through_env(env, traj, "max_turns")
                     break
                 budget = c.max_context - len(traj.token_ids)
                 if budget <= 0:
-                    traj.truncated, traj.stop_reason = True, "context_length"
+                    await end_through_env(env, traj, "context_length")
                     break
-                params = self._params(min(c.max_new_tokens, budget), index, traj.num_turns)
+                params = self._params(min(c.max_new_tokens, budget), index, traj.num_turns, stop)
                 t0 = time.perf_counter()
                 coro = self.policy.generate([traj.token_ids], params)
                 gens = await (asyncio.wait_for(coro, c.generate_timeout) if c.generate_timeout else coro)
@@ -243,7 +249,7 @@ class RolloutEngine:
                     break
                 piece = self.chat.continuation_ids(gen.token_ids, obs)
                 if len(traj.token_ids) + len(piece) >= c.max_context:
-                    traj.truncated, traj.stop_reason = True, "context_length"
+                    await end_through_env(env, traj, "context_length")
                     break
                 traj.token_ids.extend(piece)
                 traj.loss_mask.extend([0] * len(piece))
@@ -252,11 +258,47 @@ class RolloutEngine:
             traj.error = f"{type(e).__name__}: {e}"
             traj.stop_reason = "error"
             traj.metadata["traceback"] = traceback.format_exc(limit=4)
+            await release_env(env)
         traj.reward = float(sum(traj.step_rewards))
         traj.timings = {"generate_s": round(gen_s, 4), "env_s": round(env_s, 4),
                         "total_s": round(time.perf_counter() - t_start, 4)}
         traj.metadata["finish_reasons"] = finish_reasons
         return traj
+
+
+def env_stop_strings(env: Any, info: dict[str, Any] | None = None) -> tuple[str, ...]:
+    """The stop strings of ``env``'s tool format: ``env.stop_strings()``, else its reset info's ``stop``."""
+    fn = getattr(env, "stop_strings", None)
+    if callable(fn):
+        return tuple(fn())
+    if info and isinstance(info.get("stop"), (list, tuple)):
+        return tuple(str(s) for s in info["stop"])
+    return DEFAULT_STOP
+
+
+async def end_through_env(env: Any, traj: Trajectory, reason: str) -> None:
+    """Truncate ``traj`` for ``reason`` and end the env's episode now (scored, torn down), adding its reward."""
+    traj.truncated, traj.stop_reason = True, reason
+    end = getattr(env, "aend_episode", None)
+    if end is None:
+        return
+    reward, info = await end(reason)
+    for k, v in (info.get("rewards") or {}).items():
+        traj.reward_components[k] = traj.reward_components.get(k, 0.0) + float(v)
+    if traj.step_rewards:   # the terminal reward belongs to the last turn
+        traj.step_rewards[-1] += float(reward)
+    if info.get("answer") is not None:
+        traj.answer = str(info["answer"])
+
+
+async def release_env(env: Any) -> None:
+    """After an episode failed: end the env's episode so its resources go now (best effort, never raises)."""
+    end = getattr(env, "aend_episode", None)
+    if end is not None:
+        try:
+            await end("error")
+        except Exception:  # noqa: BLE001 - the episode already records its error
+            pass
 
 
 def run_blocking(coro: Any) -> Any:

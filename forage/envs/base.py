@@ -168,7 +168,7 @@ class ToolEnv(gym.Env[str, str]):
         max_tool_calls: int | None = None,
         max_tokens: int | None = None,
         max_calls_per_turn: int = 8,
-        max_action_chars: int = 32_768,
+        max_action_chars: int = 1 << 20,
         max_result_chars: int = 8_192,
         tool_timeout: float | None = None,
         reward_weights: Mapping[str, float] | None = None,
@@ -257,6 +257,10 @@ class ToolEnv(gym.Env[str, str]):
         """Write a tool call in this env's format (handy for scripted agents and tests)."""
         return self.tool_format.format_call(ToolCall(name=tool_name, arguments=arguments))
 
+    def stop_strings(self) -> tuple[str, ...]:
+        """Where a policy must stop each turn: right after a complete call in this env's tool format."""
+        return self.tool_format.stop_strings(self.tools)
+
     # -- Gymnasium API -----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Start an episode: a seeded task, or ``options["task_id"]`` / ``options["task_index"]``."""
@@ -286,6 +290,8 @@ class ToolEnv(gym.Env[str, str]):
             "role": "user",
             "system_prompt": self.system_prompt,
             "tool_format": self.tool_format.name,
+            "stop": list(self.stop_strings()),
+            "max_turns": self.max_turns,
             "turn": 0,
         }
         return obs, info
@@ -367,6 +373,31 @@ class ToolEnv(gym.Env[str, str]):
         if self.render_mode == "human":
             self.render()
         return observation, reward, terminated, truncated, info
+
+    def end_episode(self, reason: str = "truncated") -> tuple[float, dict[str, Any]]:
+        """End the running episode from outside (the agent ran out of context or turns): see :meth:`aend_episode`."""
+        return self._runner.run(self.aend_episode(reason))
+
+    async def aend_episode(self, reason: str = "truncated") -> tuple[float, dict[str, Any]]:
+        """End the running episode as truncated for ``reason``: score it and tear it down now.
+
+        Returns the terminal reward and an info dict (``rewards``, ``stop_reason``, ``answer``); an episode
+        that is already over (or never started) gives ``0.0`` and empty ``rewards``.
+        """
+        ep = self.episode
+        if ep is None or ep.done:
+            return 0.0, {"rewards": {}, "stop_reason": None if ep is None else ep.stop_reason,
+                         "answer": None if ep is None else ep.answer}
+        ep.done, ep.stop_reason = True, reason
+        try:
+            rewards = self.score(ep)
+        finally:
+            await self._teardown(ep)
+        for k, v in rewards.items():
+            ep.reward_totals[k] = ep.reward_totals.get(k, 0.0) + v
+        reward = float(sum(self.reward_weights.get(k, 1.0) * v for k, v in rewards.items()))
+        return reward, {"rewards": rewards, "stop_reason": reason, "answer": ep.answer, "task_id": ep.task.id,
+                        "num_tool_calls": ep.tool_calls, "turn": ep.turn}
 
     def render(self) -> str | None:
         """The episode transcript as text (``ansi``), printed for ``human``."""

@@ -9,6 +9,12 @@ Three formats ship:
   ``<python>code</python>``, ``<answer>text</answer>``; results in ``<information>`` blocks.
 * ``openai``: the action is the JSON of an assistant message with ``tool_calls`` (or the list
   of calls itself); results are a JSON list of ``{"role": "tool", ...}`` messages.
+
+Each format declares the strings at which a model's turn must stop (:meth:`ToolCallFormat.stop_strings`):
+the end of a call, so the model cannot write the tool's results (and act on them) itself. Policies keep
+the stop string in their output, so the parser sees the complete call. Parsing is total and linear:
+any string gives a :class:`ParsedAction` (problems go to its ``errors``), in time linear in its length;
+a turn that writes a result block itself has everything from that block on ignored.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .base import Tool, ToolCall, ToolResult
 
@@ -29,7 +35,13 @@ __all__ = [
     "get_format",
     "FORMATS",
     "truncate_text",
+    "loads_json",
+    "MAX_JSON_DEPTH",
 ]
+
+MAX_JSON_DEPTH = 64          # nesting levels a tool call's JSON may have (deeper: an error, never a RecursionError)
+MAX_INT_DIGITS = 1000        # digits of an integer literal (Python's int() is quadratic in them)
+MAX_ERRORS = 16              # parse problems reported one by one; the rest are counted in one line
 
 
 @dataclass
@@ -52,16 +64,53 @@ def truncate_text(text: str, max_chars: int | None) -> tuple[str, bool]:
     return text[:head] + marker + (text[-tail:] if tail else ""), True
 
 
+def _parse_int(digits: str) -> int:
+    if len(digits) > MAX_INT_DIGITS + 1:  # a sign and MAX_INT_DIGITS digits
+        raise ValueError(f"an integer of {len(digits)} digits (the limit is {MAX_INT_DIGITS})")
+    return int(digits)
+
+
+_DECODER = json.JSONDecoder(parse_int=_parse_int)
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists/dicts more than ``limit`` levels (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in (v.values() if isinstance(v, dict) else v):
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
+
+
+def loads_json(text: str) -> tuple[Any, str | None]:
+    """Decode JSON without ever raising: ``(value, None)`` or ``(None, what is wrong)``, in linear time."""
+    try:
+        value = _DECODER.decode(text)
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON ({e.msg} at position {e.pos})"
+    except RecursionError:
+        return None, f"not usable JSON (nested more than {MAX_JSON_DEPTH} levels)"
+    except ValueError as e:  # an integer literal too long to convert
+        return None, f"not usable JSON ({e})"
+    if isinstance(value, (dict, list)) and text.count("[") + text.count("{") > MAX_JSON_DEPTH \
+            and _deeper_than(value, MAX_JSON_DEPTH):
+        return None, f"not usable JSON (nested more than {MAX_JSON_DEPTH} levels)"
+    return value, None
+
+
 def _coerce_arguments(raw: Any) -> tuple[dict[str, Any] | None, str | None]:
     if raw is None:
         return {}, None
     if isinstance(raw, str):
         if not raw.strip():
             return {}, None
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as e:
-            return None, f"arguments are not valid JSON ({e.msg} at position {e.pos})"
+        raw, problem = loads_json(raw)
+        if problem:
+            return None, f"arguments are {problem}"
     if not isinstance(raw, dict):
         return None, f"arguments must be a JSON object, got {type(raw).__name__}"
     return raw, None
@@ -90,8 +139,12 @@ class ToolCallFormat:
     name = "base"
 
     def parse(self, text: str, tools: Mapping[str, Tool]) -> ParsedAction:
-        """Find the tool calls in ``text``."""
+        """Find the tool calls in ``text``; never raises, linear time in ``len(text)``."""
         raise NotImplementedError
+
+    def stop_strings(self, tools: Iterable[Tool] | Mapping[str, Tool]) -> tuple[str, ...]:
+        """Where a model's turn stops: right after a complete call (kept in the output, never the results)."""
+        return ()
 
     def format_call(self, call: ToolCall) -> str:
         """Write a call the way a model would (for scripted policies and demos)."""
@@ -106,40 +159,75 @@ class ToolCallFormat:
         raise NotImplementedError
 
 
+def _finish(out: ParsedAction) -> ParsedAction:
+    """Cap the problems reported (a turn of 50,000 broken calls must not become a 50,000-line observation)."""
+    if len(out.errors) > MAX_ERRORS:
+        more = len(out.errors) - MAX_ERRORS + 1
+        out.errors[MAX_ERRORS - 1 :] = [f"... and {more} more problems like these"]
+    return out
+
+
+def _imagined_results(tag: str) -> str:
+    return f"the turn writes a <{tag}> block itself; results come only from the tools, so the rest of the turn was ignored"
+
+
+def _strip_fence(body: str) -> str:
+    """``body`` without a surrounding Markdown code fence (```json ... ```), in linear time."""
+    body = body.strip()
+    if body.startswith("```"):
+        body = body[3:]
+        if body.startswith("json"):
+            body = body[4:]
+    if body.endswith("```"):
+        body = body[:-3]
+    return body.strip()
+
+
 class HermesFormat(ToolCallFormat):
     """``<tool_call>{json}</tool_call>`` calls and ``<tool_response>`` results."""
 
     name = "hermes"
-    _block = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+    open_tag, close_tag, result_tag = "<tool_call>", "</tool_call>", "tool_response"
+    _opener = re.compile(r"<tool_call>|<tool_response>")
 
     def parse(self, text: str, tools: Mapping[str, Tool]) -> ParsedAction:
+        # One left-to-right pass: every search starts where the last one ended.
         out = ParsedAction()
         pieces: list[str] = []
-        last = 0
-        for m in self._block.finditer(text):
-            pieces.append(text[last : m.start()])
-            last = m.end()
-            body = m.group(1).strip()
-            body = re.sub(r"^```(?:json)?\s*|\s*```$", "", body)
-            try:
-                obj = json.loads(body)
-            except json.JSONDecodeError as e:
-                out.errors.append(f"tool call #{len(out.calls) + len(out.errors) + 1} is not valid JSON ({e.msg} at position {e.pos})")
-                continue
-            objs = obj if isinstance(obj, list) else [obj]
-            for o in objs:
-                call, problem = _call_from_object(o, m.group(0), len(out.calls) + len(out.errors))
-                if call:
-                    out.calls.append(call)
-                else:
-                    out.errors.append(problem or "malformed tool call")
-        rest = text[last:]
-        if "<tool_call>" in rest:
-            out.errors.append("a <tool_call> block was opened but never closed with </tool_call>")
-            rest = rest[: rest.index("<tool_call>")]
-        pieces.append(rest)
+        pos = 0
+        while True:
+            m = self._opener.search(text, pos)
+            if m is None:
+                pieces.append(text[pos:])
+                break
+            pieces.append(text[pos : m.start()])
+            if m.group() != self.open_tag:
+                out.errors.append(_imagined_results(self.result_tag))
+                break
+            end = text.find(self.close_tag, m.end())
+            if end < 0:
+                out.errors.append("a <tool_call> block was opened but never closed with </tool_call>")
+                break
+            pos = end + len(self.close_tag)
+            self._add_block(out, text[m.end() : end], text[m.start() : pos])
         out.text = "".join(pieces).strip()
-        return out
+        return _finish(out)
+
+    @staticmethod
+    def _add_block(out: ParsedAction, body: str, raw: str) -> None:
+        obj, problem = loads_json(_strip_fence(body))
+        if problem:
+            out.errors.append(f"tool call #{len(out.calls) + len(out.errors) + 1} is {problem}")
+            return
+        for o in obj if isinstance(obj, list) else [obj]:
+            call, problem = _call_from_object(o, raw, len(out.calls) + len(out.errors))
+            if call:
+                out.calls.append(call)
+            else:
+                out.errors.append(problem or "malformed tool call")
+
+    def stop_strings(self, tools: Iterable[Tool] | Mapping[str, Tool]) -> tuple[str, ...]:
+        return (self.close_tag,)
 
     def format_call(self, call: ToolCall) -> str:
         return "<tool_call>\n" + json.dumps({"name": call.name, "arguments": call.arguments}, ensure_ascii=False) + "\n</tool_call>"
@@ -170,14 +258,27 @@ class XMLTagFormat(ToolCallFormat):
 
     def __init__(self, result_tag: str = "information") -> None:
         self.result_tag = result_tag
+        self._openers: dict[tuple[str, ...], re.Pattern[str]] = {}
+
+    def _opener(self, tools: Mapping[str, Tool]) -> re.Pattern[str]:
+        """One regex for every tool's opening tag and the result tag (compiled once per tool set)."""
+        key = tuple(tools)
+        pattern = self._openers.get(key)
+        if pattern is None:
+            tags = sorted({*tools, self.result_tag}, key=len, reverse=True)
+            pattern = re.compile("<(" + "|".join(re.escape(t) for t in tags) + ")>")
+            if len(self._openers) > 64:
+                self._openers.clear()
+            self._openers[key] = pattern
+        return pattern
 
     def parse(self, text: str, tools: Mapping[str, Tool]) -> ParsedAction:
+        # One left-to-right pass: every search starts where the last one ended.
         out = ParsedAction()
         if not tools:
             out.text = text.strip()
             return out
-        names = "|".join(re.escape(n) for n in sorted(tools, key=len, reverse=True))
-        opener = re.compile(rf"<({names})>")
+        opener = self._opener(tools)
         pos = 0
         pieces: list[str] = []
         while True:
@@ -187,6 +288,9 @@ class XMLTagFormat(ToolCallFormat):
                 break
             pieces.append(text[pos : m.start()])
             name = m.group(1)
+            if name not in tools:  # the model writes the results itself
+                out.errors.append(_imagined_results(name))
+                break
             close = f"</{name}>"
             end = text.find(close, m.end())
             if end < 0:
@@ -201,7 +305,11 @@ class XMLTagFormat(ToolCallFormat):
             else:
                 out.calls.append(ToolCall(name=name, arguments=args or {}, id=f"call_{len(out.calls)}", raw=raw))
         out.text = "".join(pieces).strip()
-        return out
+        return _finish(out)
+
+    def stop_strings(self, tools: Iterable[Tool] | Mapping[str, Tool]) -> tuple[str, ...]:
+        names = tools.keys() if isinstance(tools, Mapping) else [t.name for t in tools]
+        return tuple(f"</{n}>" for n in names)
 
     @staticmethod
     def _text_param(t: Tool) -> str | None:
@@ -259,10 +367,9 @@ class OpenAIFormat(ToolCallFormat):
         if not stripped.startswith(("{", "[")):
             out.text = stripped
             return out
-        try:
-            obj = json.loads(stripped)
-        except json.JSONDecodeError as e:
-            out.errors.append(f"the message is not valid JSON ({e.msg} at position {e.pos})")
+        obj, problem = loads_json(stripped)
+        if problem:
+            out.errors.append(f"the message is {problem}")
             return out
         if isinstance(obj, dict):
             content = obj.get("content")
@@ -279,7 +386,7 @@ class OpenAIFormat(ToolCallFormat):
                 out.calls.append(call)
             else:
                 out.errors.append(problem or "malformed tool call")
-        return out
+        return _finish(out)
 
     def format_call(self, call: ToolCall) -> str:
         return json.dumps({"role": "assistant", "content": None, "tool_calls": [call.to_openai()]}, ensure_ascii=False)

@@ -86,7 +86,7 @@ class RolloutConfig:
     """What to roll out each step and how (through ``forage.agents.RolloutEngine``).
 
     ``max_turns`` is the one turn limit of an episode: it is passed to the env (``env_kwargs``) and
-    to the engine alike (None: the env's own). ``temperature`` divides the logits both when sampling
+    to the engine alike; None (the default) keeps the env's own limit. ``temperature`` divides the logits both when sampling
     and in every training log-prob; ``top_p`` < 1 is refused (no training log-prob applies it).
     """
 
@@ -96,7 +96,7 @@ class RolloutConfig:
     group_size: int = 4
     max_new_tokens: int = 96
     max_context: int = 1024
-    max_turns: int | None = 3
+    max_turns: int | None = None   # None: the env's own limit (e.g. LookupQA's 6); set it to change that
     temperature: float = 1.0
     top_p: float = 1.0
     concurrency: int = 64
