@@ -15,10 +15,17 @@ One step (:meth:`Trainer.train_step`):
 7. **after the step**: the shaper's history, the per-task success counts, and the replay buffer (the
    episodes that trained with advantage > 0, and their groups' reward statistics) are updated;
 8. **log** metrics (JSONL + TensorBoard) and checkpoint.
+
+Under torchrun (``forage train --nproc N``, :mod:`.distributed`) each rank rolls out its share of step 1,
+the shares are gathered, steps 2-5 and 7 run on the whole batch on every rank alike, step 6 splits the
+batch over the ranks with the whole batch's normalisers and reduces the gradients (DDP or FSDP2), and
+rank 0 logs, checkpoints and pushes weights to a vLLM server.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 import random
@@ -35,13 +42,15 @@ from ..agents.trajectory import Trajectory, save_jsonl
 from . import losses as L
 from .advantages import group_advantages, group_stats
 from .budget import TaskStats, allocate, zero_variance_groups
-from .checkpoint import (latest_checkpoint, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint,
-                         set_rng_state)
+from .checkpoint import (checkpoint_path, latest_checkpoint, load_checkpoint, optimizer_by_index, optimizer_by_name,
+                         prune_checkpoints, rng_state, save_checkpoint, set_rng_state)
 from .config import TrainConfig, config_to_dict, validate_config
+from .distributed import World, full_model_state, init_world, micro_batch_count, pad_passes, shard, wrap_for_loss
 from .metrics import MetricsLogger
 from .model import Reference, load_model, pad_id, trainable
+from .packing import policy_tokens
 from .replay import ReplayBuffer, ReplayEntry
-from .rollouts import FunctionSource, RolloutFn, engine_config, make_source
+from .rollouts import FunctionSource, RolloutFn, VLLMSource, engine_config, make_source
 from .schedules import EntropyScaler, Schedule
 from .update import LossTerm, accumulate, recompute_logprobs
 from .warmup import demonstrations as oracle_demonstrations, sft
@@ -70,8 +79,15 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, model: Any = None, tokenizer: Any = None,
                  rollout_fn: RolloutFn | None = None, progress: bool = True) -> None:
+        """Under torchrun, every rank builds one (it joins the process group); ``rollout_fn`` then returns the
+        calling rank's share of the step's episodes (``trainer.world.rank`` of ``trainer.world.size``)."""
         validate_config(cfg)   # a bad config fails here, before any model loads
         self.cfg = cfg
+        d = cfg.distributed
+        self.world: World | None = init_world(d.strategy, d.backend, d.timeout_s)
+        if self.world is not None and cfg.rollout.ray:
+            raise ValueError("rollout.ray does not combine with torchrun: each rank rolls out its own share")
+        progress = progress and (self.world is None or self.world.main)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
@@ -80,9 +96,18 @@ class Trainer:
             tokenizer = tokenizer or loaded_tok
         self.model, self.tokenizer, self.progress = model, tokenizer, progress
         self.device = next(model.parameters()).device
+        # rollouts run on an unsharded model: the training model itself, or under FSDP a full copy (refreshed
+        # from the shards before each rollout); the loss runs through the DDP wrapper or the sharded model
+        self.rollout_model = model
+        self.loss_model = model
+        self._rollout_model_step: int | None = 0
+        if self.world is not None:
+            if self.world.strategy == "fsdp":
+                self.rollout_model = copy.deepcopy(model).eval().requires_grad_(False)
+            self.loss_model = wrap_for_loss(model, self.world)
         self.rollout_fn = rollout_fn
-        self.source = FunctionSource(rollout_fn, model) if rollout_fn is not None else make_source(
-            model, tokenizer, cfg.rollout, cfg.model.path, cfg.model.lora.enabled, cfg.run_dir, progress)
+        self.source = FunctionSource(rollout_fn, self.rollout_model) if rollout_fn is not None else make_source(
+            self.rollout_model, tokenizer, cfg.rollout, cfg.model.path, cfg.model.lora.enabled, cfg.run_dir, progress)
         self.step = 0
         self.model.train()
         o = cfg.optim
@@ -95,13 +120,25 @@ class Trainer:
         self.task_stats = TaskStats(cfg.budget.prior, cfg.budget.window)
         self.entropy_scaler = EntropyScaler(cfg.curriculum.entropy_target, cfg.curriculum.entropy_gain)
         # separate streams, so that replay (sampling, Clip-Cov picks) never shifts the task draws or the PG picks
+        # (the task draws and replay sampling are the same on every rank; the Clip-Cov picks are each rank's own)
         self.rng = np.random.default_rng(cfg.seed)
-        self.cov_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.replay_rng = np.random.default_rng(cfg.seed + 2)
-        self.sil_cov_gen = torch.Generator().manual_seed(cfg.seed + 4)
+        self.cov_gen, self.sil_cov_gen = torch.Generator(), torch.Generator()
+        self._seed_rank_streams(0)
         self.logger: MetricsLogger | None = None
         self._task_ids: list[str] | None = None
         self.warmed_up = cfg.warmup.episodes <= 0
+
+    def _seed_rank_streams(self, step: int) -> None:
+        """Seed the Clip-Cov generators (rank 0 at step 0: the single-process seeds; others: their own streams)."""
+        rank = self.world.rank if self.world is not None else 0
+        if rank == 0 and step == 0:
+            self.cov_gen.manual_seed(self.cfg.seed + 1)
+            self.sil_cov_gen.manual_seed(self.cfg.seed + 4)
+            return
+        a, b = np.random.SeedSequence([self.cfg.seed, rank, step]).generate_state(2)
+        self.cov_gen.manual_seed(int(a))
+        self.sil_cov_gen.manual_seed(int(b))
 
     def _lr_lambda(self, step: int) -> float:
         o = self.cfg.optim
@@ -220,7 +257,7 @@ class Trainer:
         pad = pad_id(self.tokenizer)
         out: dict[str, float] = {}
         if trajs and (a.behaviour_logprobs == "recompute" or (a.behaviour_logprobs == "auto" and T != 1.0)):
-            out["pg/recompute_gap"] = recompute_logprobs(self.model, trajs, T, o.micro_batch_tokens, pad)
+            out["pg/recompute_gap"] = self._recompute(trajs, T, pad)
         norm_len = float(self.cfg.generation_budget())
         pg_term = LossTerm(a.clip_low, a.clip_high, a.cov, a.loss_agg, norm_len, T, kl_coef=a.kl_coef,
                            kl_estimator=a.kl_estimator, entropy_coef=a.entropy_coef, generator=self.cov_gen)
@@ -234,7 +271,7 @@ class Trainer:
                 break
             self.optimizer.zero_grad(set_to_none=True)
             if trajs:
-                pg = accumulate(self.model, trajs, advantages, pg_term, o.micro_batch_tokens, pad, self.reference)
+                pg = self._accumulate(trajs, advantages, pg_term, pad, self.reference)
                 if epoch == 0:
                     out.update({"loss/pg": pg["loss"], "entropy/token": pg["entropy"], "pg/clipfrac": pg["clipfrac"],
                                 "pg/ratio_mean": pg["ratio_mean"], "pg/ratio_max_dev": pg["ratio_max_dev"],
@@ -242,18 +279,51 @@ class Trainer:
                                 "pg/kl": pg["kl"], "pg/cov_removed": pg["cov_removed"],
                                 "pg/cov_penalised": pg["cov_penalised"], "pg/tokens": pg["tokens"]})
             if with_sil:
-                sil = accumulate(self.model, [e.traj for e, _ in replay], [x for _, x in replay], sil_term,
-                                 o.micro_batch_tokens, pad)
+                sil = self._accumulate([e.traj for e, _ in replay], [x for _, x in replay], sil_term, pad)
                 out.update({"loss/sil": sil["loss"], "sil/episodes": float(len(replay)), "sil/clipfrac": sil["clipfrac"],
                             "sil/ratio_mean": sil["ratio_mean"], "sil/cov_removed": sil["cov_removed"],
                             "sil/tokens": sil["tokens"]})
             gnorm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip if o.grad_clip > 0 else float("inf"))
+            gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm   # FSDP: a DTensor
             out["pg/grad_norm" if epoch == 0 else f"pg/grad_norm_epoch{epoch}"] = float(gnorm)
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if replay and not sil_on:
             out["sil/episodes"] = float(len(replay))   # taken (and cleared) at weight 0: no gradient
         return out
+
+    def _accumulate(self, trajs: Sequence[Trajectory], advantages: Sequence[float], term: LossTerm, pad: int,
+                    reference: Reference | None = None) -> dict[str, float]:
+        """:func:`~.update.accumulate` over the whole ``trajs``: in one process directly; on several ranks each
+        back-propagates its share with the whole set's normalisers and its gradient scaled by the rank count
+        (DDP and FSDP2 average the ranks' gradients: the result is their sum, the single-process gradient)."""
+        mbt, w = self.cfg.optim.micro_batch_tokens, self.world
+        if w is None:
+            return accumulate(self.model, trajs, advantages, term, mbt, pad, reference)
+        mine, mine_adv = shard(trajs, w), shard(advantages, w)
+        scaled = dataclasses.replace(term, weight=term.weight * w.size)
+        st = accumulate(self.loss_model, mine, mine_adv, scaled, mbt, pad, reference,
+                        num_tokens=float(sum(policy_tokens(t) for t in trajs)), num_seqs=float(len(trajs)))
+        n = micro_batch_count(mine, mbt)
+        pad_passes(self.loss_model, w.max_int(n) - n, backward=term.weight != 0)
+        return w.reduce_stats(st)
+
+    def _recompute(self, trajs: Sequence[Trajectory], temperature: float, pad: int) -> float:
+        """:func:`~.update.recompute_logprobs` over ``trajs``; on several ranks each recomputes its share and the
+        new log-probs are gathered, so every rank (and its replay buffer) holds the same ones."""
+        mbt, w = self.cfg.optim.micro_batch_tokens, self.world
+        if w is None:
+            return recompute_logprobs(self.model, trajs, temperature, mbt, pad)
+        mine = shard(trajs, w)
+        gap = recompute_logprobs(self.model, mine, temperature, mbt, pad)
+        if w.strategy == "fsdp":   # the sharded forward all-gathers: match the other ranks' passes
+            n = micro_batch_count(mine, mbt)
+            pad_passes(self.model, w.max_int(n) - n, backward=False)
+        for t, lp in zip(trajs, w.gather([t.logprobs for t in mine])):
+            t.logprobs = lp
+        weights = w.gather([(gap, sum(policy_tokens(t) for t in mine))])
+        total = sum(n for _, n in weights)
+        return sum(g * n for g, n in weights) / total if total else 0.0
 
     def rollout_metrics(self, trajs: Sequence[Trajectory], groups: Sequence[str], successes: Sequence[bool],
                         shaped: Sequence[float], adv: torch.Tensor) -> dict[str, Any]:
@@ -308,16 +378,53 @@ class Trainer:
         return tasks, {t: r.group_size for t in tasks}
 
     def collect(self, step: int) -> list[Trajectory]:
-        """This step's episodes: the ``rollout_fn``'s, or the planned tasks through the rollout source."""
+        """This step's episodes: the ``rollout_fn``'s, or the planned tasks through the rollout source (on several
+        ranks: each rank's share, gathered in rank order)."""
+        self._prepare_rollouts()
         if self.rollout_fn is not None:
-            return list(self.rollout_fn(step, self.model))
-        return self.default_rollout(step, self.model)
+            local = list(self.rollout_fn(step, self.rollout_model))
+        else:
+            local = self.default_rollout(step, self.rollout_model)
+        return self.world.gather(local) if self.world is not None else local
+
+    def _prepare_rollouts(self) -> None:
+        """On several ranks, before rolling out: refresh the FSDP rollout copy from the shards (every rank), and
+        with a vLLM server let rank 0 start it (unless ``rollout.vllm_url``) and push the weights, the others wait."""
+        w = self.world
+        if w is None:
+            return
+        if w.strategy == "fsdp" and self._rollout_model_step != self.step:
+            self.rollout_model.load_state_dict(full_model_state(self.model, w, cpu_offload=False))
+            self._rollout_model_step = self.step
+        if not isinstance(self.source, VLLMSource):
+            return
+        from ..agents.vllm_weights import WeightSyncError
+
+        url, err = None, None
+        if w.main:
+            try:
+                url = self.source.url()
+                self.source.sync(self.step)
+            except Exception as e:   # the other ranks must hear of it, not wait for a push that never comes
+                err = f"{type(e).__name__}: {e}"
+        url, err = w.broadcast((url, err))
+        if err is not None:
+            raise WeightSyncError(f"rank 0 could not push the weights to the vLLM server: {err}")
+        if not w.main:   # same server, weights already pushed by rank 0
+            self.source.cfg.vllm_url = url
+            self.source.url()
+            self.source.pushed_version = self.step
 
     def default_rollout(self, step: int, model: Any) -> list[Trajectory]:
-        """Roll out this step's planned tasks with the rollout source (weights pushed first if stale)."""
+        """Roll out this step's planned tasks with the rollout source (weights pushed first if stale); on several
+        ranks, this rank's contiguous share of them, sampled with its own seed."""
         tasks, alloc = self.plan_tasks()
         jobs = [t for t in tasks for _ in range(alloc[t])]
-        config = engine_config(self.cfg.rollout, self.step, seed=int(self.rng.integers(0, 2**31 - 1)))
+        seed = int(self.rng.integers(0, 2**31 - 1))
+        if self.world is not None:
+            jobs = shard(jobs, self.world)
+            seed = int(np.random.SeedSequence([seed, self.world.rank]).generate_state(1)[0]) & 0x7FFFFFFF
+        config = engine_config(self.cfg.rollout, self.step, seed=seed)
         bar: Any = False
         if self.progress:
             from tqdm.auto import tqdm
@@ -329,16 +436,26 @@ class Trainer:
             if bar is not False:
                 bar.close()
 
-    def evaluate(self, task_ids: Sequence[str], temperature: float = 0.0, seed: int = 0) -> dict[str, float]:
-        """Success rate and mean reward over ``task_ids`` (one episode each, greedy by default)."""
+    def evaluate(self, task_ids: Sequence[str], temperature: float = 0.0, seed: int = 0,
+                 per_task: bool = False) -> dict[str, Any]:
+        """Success rate and mean reward over ``task_ids`` (one episode each, greedy by default); ``per_task``
+        adds ``successes``, each task's 0/1 in the order of ``task_ids``."""
         source = self.source if self.rollout_fn is None else make_source(
-            self.model, self.tokenizer, self.cfg.rollout, self.cfg.model.path, self.cfg.model.lora.enabled,
+            self.rollout_model, self.tokenizer, self.cfg.rollout, self.cfg.model.path, self.cfg.model.lora.enabled,
             self.cfg.run_dir, self.progress)
-        trajs = source.run(list(task_ids), engine_config(self.cfg.rollout, self.step, temperature, seed), self.step)
+        self._prepare_rollouts()
+        config = engine_config(self.cfg.rollout, self.step, temperature, seed)
+        trajs = source.run(shard(list(task_ids), self.world), config, self.step)
+        if self.world is not None:   # each rank scored its share of the tasks
+            trajs = self.world.gather(trajs)
         succ = [is_success(t) for t in trajs]
-        return {"success": float(np.mean(succ)) if succ else 0.0,
-                "reward": float(np.mean([t.reward for t in trajs])) if trajs else 0.0,
-                "tool_calls": float(np.mean([t.num_tool_calls for t in trajs])) if trajs else 0.0}
+        out: dict[str, Any] = {"success": float(np.mean(succ)) if succ else 0.0,
+                               "reward": float(np.mean([t.reward for t in trajs])) if trajs else 0.0,
+                               "tool_calls": float(np.mean([t.num_tool_calls for t in trajs])) if trajs else 0.0}
+        if per_task:
+            by_task = {t.task_id: int(s) for t, s in zip(trajs, succ)}
+            out["successes"] = [by_task.get(tid, 0) for tid in task_ids]
+        return out
 
     def sync_rollout_weights(self) -> float:
         """Push the current weights to the Ray actors or the vLLM server if theirs are older; returns seconds."""
@@ -382,7 +499,9 @@ class Trainer:
         """The warm start, unless done already (or resumed past it); its figures go to RUN/warmup.json."""
         if self.warmed_up:
             return
-        warm = self.warm_start()
+        warm = self.warm_start()   # on several ranks: the same SFT on each (replicated, not split)
+        if self.world is not None and not self.world.main:
+            return
         self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
         (self.cfg.run_dir / "warmup.json").write_text(json.dumps(warm, indent=2))
         if self.progress:
@@ -397,10 +516,11 @@ class Trainer:
         logged as ``eval/...`` with that step's metrics."""
         total = self.cfg.steps if steps is None else steps
         run_dir = self.cfg.run_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(config_to_dict(self.cfg), indent=2))
-        self.logger = MetricsLogger(run_dir, self.cfg.tensorboard)
-        self.logger.truncate_after(self.step)
+        if self.world is None or self.world.main:   # rank 0 writes the run folder
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.json").write_text(json.dumps(config_to_dict(self.cfg), indent=2))
+            self.logger = MetricsLogger(run_dir, self.cfg.tensorboard)
+            self.logger.truncate_after(self.step)
         bar = None
         try:
             self.cold_start_once()
@@ -413,7 +533,8 @@ class Trainer:
                 if eval_fn is not None and (self.step == total or (self.cfg.eval_every
                                                                    and self.step % self.cfg.eval_every == 0)):
                     ev = eval_fn(self)
-                    self.logger.log(self.step - 1, {**m, **{f"eval/{k}": v for k, v in ev.items()}})
+                    if self.logger is not None:
+                        self.logger.log(self.step - 1, {**m, **{f"eval/{k}": v for k, v in ev.items()}})
                 if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
                     self.save()
                 if bar is not None:
@@ -426,59 +547,113 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-            self.logger.close()
+            if self.logger is not None:
+                self.logger.close()
             self.close()
         return run_dir
 
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed run needs to take the same next step."""
-        return {
+        """Everything a resumed run needs to take the same next step.
+
+        On several ranks every rank must call it (FSDP gathers the shards, and each rank's own random streams
+        are gathered under ``ranks``); only rank 0's result is complete, in the single-process format."""
+        w = self.world
+        names = [k for k, _ in trainable(self.model)]
+        if w is not None and w.strategy == "fsdp":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            full = full_model_state(self.model, w)   # on rank 0 only
+            model = {k: full[k] for k in names if k in full}
+            opt = get_optimizer_state_dict(self.model, self.optimizer,
+                                           options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            optimizer = optimizer_by_index(opt, names) if w.main else {}
+        else:
+            model = {k: v.detach().cpu().clone() for k, v in trainable(self.model)}
+            optimizer = self.optimizer.state_dict()
+        own = {"cov_rng": self.cov_gen.get_state(), "sil_cov_rng": self.sil_cov_gen.get_state(), "rng": rng_state()}
+        st = {
             "step": self.step,
             "warmed_up": self.warmed_up,
             "config": config_to_dict(self.cfg),
-            "model": {k: v.detach().cpu().clone() for k, v in trainable(self.model)},
+            "model": model,
             "reference": self.reference.state_dict() if self.reference is not None else None,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer,
             "scheduler": self.scheduler.state_dict(),
             "replay": self.replay.state_dict(),
             "shaper": self.shaper.state_dict(),
             "task_stats": self.task_stats.state_dict(),
             "entropy_scaler": self.entropy_scaler.state_dict(),
             "trainer_rng": self.rng.bit_generator.state,
-            "cov_rng": self.cov_gen.get_state(),
-            "sil_cov_rng": self.sil_cov_gen.get_state(),
             "replay_rng": self.replay_rng.bit_generator.state,
-            "rng": rng_state(),
+            **own,
         }
+        if w is not None:
+            st["world_size"] = w.size
+            st["ranks"] = w.gather_to_main(own)
+        return st
 
     def load_state_dict(self, st: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` (the model must be built the same way)."""
+        """Restore :meth:`state_dict` (the model must be built the same way).
+
+        Any strategy and rank count can load any checkpoint: the model, optimizer, replay buffer, shaping,
+        schedules and the shared random streams are whole in it. Each rank's own streams (Clip-Cov picks, the
+        global RNGs) come back only on the rank count that wrote them; on another count they are re-seeded
+        (with a warning), so the run goes on correctly but does not repeat the uninterrupted run step for step."""
         missing = set(st["model"]) - {k for k, _ in self.model.named_parameters()}
         if missing:
             raise ValueError(f"checkpoint has parameters the model lacks: {sorted(missing)[:5]}")
         if st.get("reference") is not None:   # the post-warm-start snapshot, not the freshly loaded base
             self.reference = Reference(self.model, self.cfg.model.lora.enabled)
             self.reference.load_state_dict(st["reference"])
-        self.model.load_state_dict(st["model"], strict=False)
-        self.optimizer.load_state_dict(st["optimizer"])
+        w = self.world
+        if w is not None and w.strategy == "fsdp":   # every rank shards the full tensors it read
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                                 set_optimizer_state_dict)
+
+            opts = StateDictOptions(full_state_dict=True, strict=False)
+            names = [k for k, _ in trainable(self.model)]
+            set_model_state_dict(self.model, st["model"], options=opts)
+            set_optimizer_state_dict(self.model, self.optimizer, optimizer_by_name(st["optimizer"], names), options=opts)
+        else:
+            self.model.load_state_dict(st["model"], strict=False)
+            self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         self.replay.load_state_dict(st["replay"])
         self.shaper.load_state_dict(st["shaper"])
         self.task_stats.load_state_dict(st["task_stats"])
         self.entropy_scaler.load_state_dict(st["entropy_scaler"])
         self.rng.bit_generator.state = st["trainer_rng"]
-        self.cov_gen.set_state(st["cov_rng"])
-        self.sil_cov_gen.set_state(st["sil_cov_rng"])
         self.replay_rng.bit_generator.state = st["replay_rng"]
-        set_rng_state(st["rng"])
         self.step = int(st["step"])
         self.warmed_up = bool(st.get("warmed_up", True))
+        self._rollout_model_step = None
+        rank, size = (w.rank, w.size) if w is not None else (0, 1)
+        ranks = st.get("ranks") or [{k: st[k] for k in ("cov_rng", "sil_cov_rng", "rng")}]
+        if len(ranks) == size:
+            own = ranks[rank]
+            self.cov_gen.set_state(own["cov_rng"])
+            self.sil_cov_gen.set_state(own["sil_cov_rng"])
+            set_rng_state(own["rng"])
+        else:
+            warnings.warn(f"a checkpoint of {len(ranks)} rank(s) resumed on {size}: each rank's own random streams "
+                          "are re-seeded, so this run does not repeat the uninterrupted one step for step")
+            self._seed_rank_streams(self.step)
+            seed = int(np.random.SeedSequence([self.cfg.seed, rank, self.step, 1]).generate_state(1)[0])
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
 
     def save(self) -> Path:
-        """Checkpoint into ``run_dir/checkpoints/step-NNNNNN``, keeping the newest few."""
-        path = save_checkpoint(self.cfg.run_dir, self.step, self.state_dict())
-        prune_checkpoints(self.cfg.run_dir, self.cfg.keep_checkpoints)
+        """Checkpoint into ``run_dir/checkpoints/step-NNNNNN``, keeping the newest few (rank 0 writes it; every
+        rank must call this on several ranks, and returns once it is on disk)."""
+        st = self.state_dict()
+        path = checkpoint_path(self.cfg.run_dir, self.step)
+        if self.world is None or self.world.main:
+            path = save_checkpoint(self.cfg.run_dir, self.step, st)
+            prune_checkpoints(self.cfg.run_dir, self.cfg.keep_checkpoints)
+        if self.world is not None:
+            self.world.barrier()
         return path
 
     def resume(self, path: str | Path | None = None) -> int:
