@@ -96,3 +96,19 @@ def test_pack_by_tokens_and_collate():
     assert batch["input_ids"].shape == (2, 7) and batch["input_ids"][0, -1] == 9
     assert batch["loss_mask"][0].tolist() == [0, 0, 1, 1, 1, 0, 0]
     assert batch["attention_mask"][0].sum() == 5 and batch["old_logp"][1, 2] == -1.0
+
+
+def test_plot_draws_the_held_out_panel_from_the_cold_start(tmp_path):
+    """eval.json's cold-start score is the curve's point at 0 updates, each eval at its update count."""
+    import json
+
+    from forage.training.plot import held_out_curve, plot_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 0, "success/rate": 0.0}) + "\n")
+    (run / "eval.json").write_text(json.dumps({"panel": ["a", "b"], "before_rl": {"success": 0.25},
+                                               "during_rl": [{"step": 4, "success": 0.5}, {"step": 8, "success": 0.75}]}))
+    assert held_out_curve(run) == [(0, 0.25), (4, 0.5), (8, 0.75)]
+    assert plot_run(run).exists()
+    assert held_out_curve(tmp_path) == []

@@ -1,7 +1,13 @@
-"""``forage plot RUN``: reward, success, entropy, tool calls, replay size and loss as one PNG."""
+"""``forage plot RUN``: reward, success, entropy, tool calls, replay size and loss as one PNG.
+
+The x axis counts updates done: step s's rollouts come from the policy after s updates, and the
+held-out panel (``RUN/eval.json``, written by ``forage train`` with ``eval_tasks``) is drawn at the
+number of updates behind it, its cold-start score at 0.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -19,6 +25,17 @@ PANELS: list[tuple[str, Sequence[str]]] = [
 ]
 
 
+def held_out_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """(updates done, greedy held-out success) from ``RUN/eval.json``: the cold-start score at 0, then each eval."""
+    path = run_dir / "eval.json"
+    if not path.exists():
+        return []
+    ev = json.loads(path.read_text())
+    pts = [(0, float(ev["before_rl"]["success"]))] if ev.get("before_rl") else []
+    pts += [(int(e["step"]), float(e["success"])) for e in ev.get("during_rl") or []]
+    return pts
+
+
 def plot_run(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None = None) -> Path:
     """Draw the panels for one or more runs (overlaid); returns the PNG path."""
     import matplotlib
@@ -31,8 +48,16 @@ def plot_run(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     for ax, (title, keys) in zip(axes.flat, PANELS):
         drawn = False
-        for name, rows in data:
+        for (name, rows), run in zip(data, runs):
+            held = held_out_curve(run) if "eval/success" in keys else []
+            if held:
+                xs, ys = zip(*held)
+                ax.plot(xs, ys, marker="s", markersize=4, label="held-out (greedy)" if len(data) == 1
+                        else f"{name}: held-out (greedy)")
+                drawn = True
             for key in keys:
+                if held and key == "eval/success":
+                    continue
                 pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
                 if pts:
                     xs, ys = zip(*pts)
