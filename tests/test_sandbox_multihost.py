@@ -347,3 +347,42 @@ def test_a_sandbox_outside_a_pool_takes_a_host_url(dockerd2):
             await sb.run("1")
 
     asyncio.run(go())
+
+
+def test_an_ssh_host_through_the_docker_sdks_ssh_transport(dockerd2, tmp_path, monkeypatch):
+    """``ssh://`` goes through the SDK's ssh client transport (``ssh HOST docker system dial-stdio``); with no
+    sshd here, ``ssh`` is a stand-in that runs that same remote command locally against the second daemon."""
+    try:
+        import paramiko  # noqa: F401  (the docker SDK's ssh module imports it even when shelling out to ssh)
+    except ImportError:
+        print("skipping: paramiko is not installed (pip install forage-gym[ssh])")
+        pytest.skip("paramiko is not installed (the ssh extra)")
+    if shutil.which("docker") is None:
+        pytest.skip("the docker CLI is not installed")
+    if dockerd2.proc is None or dockerd2.proc.poll() is not None:
+        dockerd2.start()
+    shim = tmp_path / "ssh"
+    shim.write_text("#!/bin/sh\n# stand-in for ssh: run the remote command (docker system dial-stdio) here\n"
+                    'exec docker -H "$FORAGE_TEST_SSH_TARGET" system dial-stdio\n')
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("FORAGE_TEST_SSH_TARGET", dockerd2.url)
+    url = "ssh://forage@forage-test.invalid"
+
+    async def go():
+        pool = SandboxPool("docker", size=0, max_size=2, hosts=[url], config=SandboxConfig(timeout=10))
+        try:
+            async with pool.session() as sb:
+                assert sb.host.url == url
+                assert (await sb.run("x = 6")).ok
+                r = await sb.run("import time\ntime.sleep(1.5)\nprint(x * 7, 'y' * 200000 == 'y' * 200000)")
+                assert r.stdout == "42 True\n", r
+                big = await sb.run("print('z' * 100000)")  # many frames through the bridge
+                assert big.stdout.startswith("z" * 1000) and big.truncated
+                # the daemon behind the ssh transport, asked over its own socket, has the container
+                assert len(_pool_containers(dockerd2.url, pool)) == 1
+        finally:
+            await pool.close()
+        assert _pool_containers(dockerd2.url, pool) == []
+
+    asyncio.run(go())

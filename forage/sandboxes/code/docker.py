@@ -31,6 +31,7 @@ _clients: dict[str | None, Any] = {}
 _client_pid = 0
 _client_lock = threading.Lock()
 _swept: set[str | None] = set()
+_used: set[str | None] = set()  # hosts this process started containers on (the exit sweep visits only those)
 
 
 def _owner_id(pid: int) -> str | None:
@@ -84,6 +85,7 @@ def docker_client(host: str | None = None):
         if _client_pid != os.getpid():  # a forked child must not share the connection pools
             _clients.clear()
             _swept.clear()
+            _used.clear()
             _client_pid = os.getpid()
         if host not in _clients:
             try:
@@ -99,16 +101,28 @@ def docker_client(host: str | None = None):
 
 
 def ping_host(host: str | None, timeout: float = 3.0) -> str | None:
-    """None when the daemon at ``host`` answers within ``timeout`` s, else why not (a fresh connection each time)."""
-    try:
-        client = _client_for(host, timeout)
+    """None when the daemon at ``host`` answers within ``timeout`` s, else why not (a fresh connection each time).
+
+    Bounded even where the transport has no timeout of its own (an ``ssh`` that hangs): the ping runs
+    in a daemon thread that is given up on.
+    """
+    result: list[str | None] = []
+
+    def ping() -> None:
         try:
-            client.ping()
-        finally:
-            client.close()
-        return None
-    except Exception as e:  # noqa: BLE001
-        return f"{type(e).__name__}: {e}"[:300]
+            client = _client_for(host, timeout)
+            try:
+                client.ping()
+            finally:
+                client.close()
+            result.append(None)
+        except Exception as e:  # noqa: BLE001
+            result.append(f"{type(e).__name__}: {e}"[:300])
+
+    t = threading.Thread(target=ping, daemon=True, name="forage-docker-ping")
+    t.start()
+    t.join(timeout + 1.0)
+    return result[0] if result else f"no answer within {timeout:.0f} s"
 
 
 def docker_runtimes(client=None) -> list[str]:
@@ -175,6 +189,8 @@ def _remove_own_containers() -> None:
     if _client_pid != os.getpid():
         return  # a forked child leaves its parent's containers alone
     for host, client in list(_clients.items()):
+        if host not in _used:
+            continue
         if host is not None and ping_host(host, 2.0) is not None:
             continue  # a dead host must not hold up exit: its next start's sweep reaps them
         try:
@@ -315,6 +331,7 @@ class DockerSandbox(Sandbox):
         return [f"forage.owner={owner_label()}", f"forage.sandbox.id={self.id}"]
 
     def _create(self, client):
+        _used.add(self.host.url if self.host is not None else None)
         c = self.config
         env = {"HOME": "/work", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "OPENBLAS_NUM_THREADS": "1",
                "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", **c.env}
