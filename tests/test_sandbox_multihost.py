@@ -8,17 +8,14 @@ end: no daemon, shim, container or mount of it is left (checked in /proc).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import gymnasium as gym
 import pytest
@@ -26,7 +23,8 @@ from _sandbox_helpers import require
 
 import forage  # noqa: F401
 from forage.sandboxes.code import SandboxConfig, SandboxError, SandboxPool, SandboxUnavailable
-from forage.sandboxes.code.docker import LABEL, docker_client, labelled_containers, ping_host, reap_containers
+from forage.sandboxes.code.daemon import DockerUnavailable, ScratchDockerd
+from forage.sandboxes.code.docker import LABEL, docker_client, labelled_containers, reap_containers
 from forage.sandboxes.code.hosts import POOL_LABEL, DockerHosts, parse_hosts
 
 pytestmark = pytest.mark.docker
@@ -52,99 +50,19 @@ def _mounts_under(root: str) -> list[str]:
     return [line.split()[4] for line in open("/proc/self/mountinfo") if line.split()[4].startswith(root)]
 
 
-class SecondDockerd:
-    """A dockerd of our own: ``start``, ``kill`` (SIGKILL, a dead host), ``stop`` (SIGTERM) and ``cleanup``."""
-
-    def __init__(self) -> None:
-        self.root = tempfile.mkdtemp(prefix="fdk2-", dir="/tmp")  # short: a unix socket path has 108 bytes
-        self.url = f"unix://{self.root}/docker.sock"
-        Path(self.root, "daemon.json").write_text("{}")  # not /etc/docker/daemon.json: nothing shared
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, wait: float = 60.0, tries: int = 3) -> None:
-        """Start the daemon (again: on the same roots); a restart after a SIGKILL may take a second try."""
-        for attempt in range(tries):
-            try:
-                return self._start(wait)
-            except RuntimeError:
-                if attempt == tries - 1:
-                    raise
-                time.sleep(2.0)
-
-    def _start(self, wait: float) -> None:
-        cmd = ["dockerd", "--host", self.url, "--data-root", f"{self.root}/data", "--exec-root", f"{self.root}/exec",
-               "--pidfile", f"{self.root}/docker.pid", "--config-file", f"{self.root}/daemon.json",
-               "--bridge", "none", "--iptables=false", "--ip-masq=false"]
-        log = open(f"{self.root}/dockerd.log", "ab")
-        self.proc = subprocess.Popen(["nice", "-n", "19", *cmd], stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + wait
-        while ping_host(self.url, 2.0) is not None:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the second dockerd did not start: {self.log_tail()}")
-            time.sleep(0.3)
-
-    def log_tail(self) -> str:
-        return "\n".join(Path(self.root, "dockerd.log").read_text(errors="replace").splitlines()[-15:])
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)  # nice execs dockerd: same pid
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def cleanup(self) -> list[str]:
-        """Take everything of this daemon down; return what was still there after its own shutdown."""
-        left = []
-        if self.proc is not None and self.proc.poll() is not None:  # killed: a restart stops its orphans
-            try:
-                self.start()
-            except RuntimeError as e:
-                left.append(str(e))
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                reap_containers(only_dead_owners=False, client=docker_client(self.url))
-            except Exception as e:  # noqa: BLE001
-                left.append(f"reap failed: {e}")
-        self.stop()
-        deadline = time.monotonic() + 30
-        while _processes_mentioning(self.root) and time.monotonic() < deadline:
-            time.sleep(0.3)
-        for pid, cmd in _processes_mentioning(self.root):
-            left.append(f"process {pid}: {cmd}")
-            os.kill(pid, signal.SIGKILL)
-        for m in sorted(_mounts_under(self.root), key=len, reverse=True):
-            if m != f"{self.root}/data":  # dockerd leaves its own bind of the data root; nothing else may stay
-                left.append(f"mount {m}")
-            subprocess.run(["umount", "-l", m], check=False)
-        shutil.rmtree(self.root, ignore_errors=True)
-        return left
-
-
 @pytest.fixture(scope="module")
 def dockerd2():
     require("docker")
-    if shutil.which("dockerd") is None:
-        pytest.skip("dockerd is not installed")
-    d = SecondDockerd()
+    d = ScratchDockerd()
     try:
         d.start()
-    except RuntimeError as e:
+    except DockerUnavailable as e:
         d.cleanup()
         print(f"skipping: {e}")
         pytest.skip(str(e))
     yield d
-    left = d.cleanup()
-    assert left == [], left
+    forced = d.cleanup()
+    assert forced == [], forced  # the daemon's own shutdown (after a restart if it was killed) left nothing
     assert not _processes_mentioning(d.root) and not _mounts_under(d.root) and not os.path.exists(d.root)
 
 
@@ -298,7 +216,7 @@ STARTER = textwrap.dedent("""
 
 
 def test_a_killed_owners_containers_are_swept_on_every_host_at_the_next_start(dockerd2):
-    if dockerd2.proc is None or dockerd2.proc.poll() is not None:
+    if not dockerd2.running:
         dockerd2.start()
     client2 = docker_client(dockerd2.url)
     proc = subprocess.Popen([sys.executable, "-c", CRASHER, dockerd2.url], stdout=subprocess.PIPE, text=True)
@@ -334,7 +252,7 @@ def test_a_killed_owners_containers_are_swept_on_every_host_at_the_next_start(do
 
 
 def test_a_sandbox_outside_a_pool_takes_a_host_url(dockerd2):
-    if dockerd2.proc is None or dockerd2.proc.poll() is not None:
+    if not dockerd2.running:
         dockerd2.start()
     from forage.sandboxes.code import make_sandbox
 
@@ -359,7 +277,7 @@ def test_an_ssh_host_through_the_docker_sdks_ssh_transport(dockerd2, tmp_path, m
         pytest.skip("paramiko is not installed (the ssh extra)")
     if shutil.which("docker") is None:
         pytest.skip("the docker CLI is not installed")
-    if dockerd2.proc is None or dockerd2.proc.poll() is not None:
+    if not dockerd2.running:
         dockerd2.start()
     shim = tmp_path / "ssh"
     shim.write_text("#!/bin/sh\n# stand-in for ssh: run the remote command (docker system dial-stdio) here\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ...assets import cache_dir
 
-__all__ = ["DockerUnavailable", "docker_ping", "ensure_dockerd", "ensure_runsc_runtime", "RUNSC_ARGS"]
+__all__ = ["DockerUnavailable", "docker_ping", "ensure_dockerd", "ensure_runsc_runtime", "RUNSC_ARGS", "ScratchDockerd"]
 
 RUNSC_ARGS = ["--network=none", "--oci-seccomp"]
 """How gVisor is registered: no network stack at all (every sandbox runs with ``--network none``,
@@ -100,3 +100,131 @@ def ensure_runsc_runtime(wait: float = 20.0) -> str:
         return f"wrote {conf}, but dockerd does not list runsc yet"
     finally:
         client.close()
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Pids of live (non-zombie) processes whose command line contains ``text``."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            cmd = open(f"/proc/{d}/cmdline", "rb").read().decode(errors="replace")
+            state = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmd and state != "Z":
+            out.append(int(d))
+    return out
+
+
+class ScratchDockerd:
+    """A ``dockerd`` of our own on its own socket, data root and exec root (no bridge, no iptables): a
+    second docker host on this machine for tests and benchmarks. Needs root.
+
+    ``start()`` (again after ``kill()``: a restart stops the containers the dead daemon left running),
+    ``kill()`` (SIGKILL: a host that dies), ``stop()`` (SIGTERM) and ``cleanup()`` (everything down,
+    the directory removed).
+    """
+
+    def __init__(self, parent: str = "/tmp", nice: int = 19) -> None:
+        import tempfile
+
+        self.root = tempfile.mkdtemp(prefix="fdk-", dir=parent)  # short: a unix socket path has 108 bytes
+        self.url = f"unix://{self.root}/docker.sock"
+        self.nice = nice
+        Path(self.root, "daemon.json").write_text("{}")  # not /etc/docker/daemon.json: nothing shared
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def running(self) -> bool:
+        """True while the daemon process lives."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, wait: float = 60.0, tries: int = 3) -> "ScratchDockerd":
+        """Start the daemon and wait until it answers (a restart right after a SIGKILL may need a second try)."""
+        if shutil.which("dockerd") is None:
+            raise DockerUnavailable("dockerd is not installed (apt-get install docker.io)")
+        if os.geteuid() != 0:
+            raise DockerUnavailable("starting a dockerd needs root")
+        for attempt in range(tries):
+            try:
+                self._start(wait)
+                return self
+            except DockerUnavailable:
+                if attempt == tries - 1:
+                    raise
+                time.sleep(2.0)
+        return self
+
+    def _start(self, wait: float) -> None:
+        from .docker import ping_host
+
+        r = self.root
+        cmd = ["nice", "-n", str(self.nice), "dockerd", "--host", self.url, "--data-root", f"{r}/data",
+               "--exec-root", f"{r}/exec", "--pidfile", f"{r}/docker.pid", "--config-file", f"{r}/daemon.json",
+               "--bridge", "none", "--iptables=false", "--ip-masq=false"]
+        with open(f"{r}/dockerd.log", "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+        deadline = time.monotonic() + wait
+        while ping_host(self.url, 2.0) is not None:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise DockerUnavailable(f"the dockerd at {self.url} did not start; its log:\n{self.log_tail()}")
+            time.sleep(0.3)
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The end of the daemon's log."""
+        return "\n".join(Path(self.root, "dockerd.log").read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL the daemon (its containerd goes with it; container shims run on, as after a host crash)."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.kill()  # nice execs dockerd: the same pid
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        """SIGTERM the daemon and wait for it."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def cleanup(self) -> list[str]:
+        """Take everything of this daemon down and remove its directory; return what had to be forced."""
+        from .docker import docker_client, reap_containers
+
+        forced = []
+        if self.proc is not None and not self.running:  # killed: a restart stops the containers it left
+            try:
+                self.start()
+            except DockerUnavailable as e:
+                forced.append(str(e))
+        if self.running:
+            try:
+                reap_containers(only_dead_owners=False, client=docker_client(self.url))
+            except Exception as e:  # noqa: BLE001
+                forced.append(f"reap failed: {e}")
+        self.stop()
+        deadline = time.monotonic() + 30
+        while _processes_mentioning(self.root) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        for pid in _processes_mentioning(self.root):
+            forced.append(f"killed process {pid}")
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        mounts = [line.split()[4] for line in open("/proc/self/mountinfo") if line.split()[4].startswith(self.root)]
+        for m in sorted(mounts, key=len, reverse=True):
+            if m != f"{self.root}/data":  # dockerd leaves its own bind of the data root; nothing else may stay
+                forced.append(f"unmounted {m}")
+            subprocess.run(["umount", "-l", m], check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+        return forced

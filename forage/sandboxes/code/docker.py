@@ -288,8 +288,8 @@ class DockerSandbox(Sandbox):
     ``host`` is a ``DOCKER_HOST``-style URL (default: ``DOCKER_HOST`` or the local socket);
     ``hosts`` several (URLs, ``{url: slots}``, ``"url=n,url=n"``; default ``$FORAGE_DOCKER_HOSTS``) or
     a :class:`~.hosts.DockerHosts` shared by a pool, which places each interpreter on the
-    least-loaded daemon with a free slot (``slots`` = the limit per host). When the daemon of a running interpreter stops answering,
-    that call ends as ``crashed`` and the next one starts on another host.
+    least-loaded daemon with a free slot (``slots`` = the limit per host). When the daemon of a running
+    interpreter stops answering, that call ends as ``crashed`` and the next one starts on another host.
 
     Every container carries the owner's labels; ``close()`` removes all containers labelled with
     this sandbox's id, also one a cancelled start created after its caller stopped waiting.
