@@ -1,23 +1,66 @@
-"""RemoteEnv against a real `forage serve env` subprocess on 127.0.0.1."""
+"""RemoteEnv against a real `forage serve env` subprocess on 127.0.0.1, over both transports (WebSocket, HTTP)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
 
 import gymnasium as gym
 import httpx
+import msgpack
 import pytest
+from websockets.sync.client import connect as ws_connect
 
 import forage  # noqa: F401
 from forage.envs import RemoteEnv, RemoteEnvError, UnicodeText
 from forage.envs.remote import SessionExpired
+from forage.envs.server import MAX_BATCH
 
 from _remote_helpers import EnvServerProcess, env_server
 
 ENV_ID = "forage/LookupQA-v0"
+TRANSPORTS = ["ws", "http"]
+
+
+def health(url: str) -> dict:
+    return httpx.get(url + "/health").json()
+
+
+def wait_for(predicate, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+class RawWS:
+    """The wire protocol by hand: frames of requests out, frames of replies back."""
+
+    def __init__(self, url: str, binary: bool = False) -> None:
+        self.ws = ws_connect(url.replace("http://", "ws://") + "/ws", compression=None, proxy=None)
+        self.binary = binary
+
+    def send(self, payload) -> None:
+        self.ws.send(msgpack.packb(payload) if self.binary else json.dumps(payload))
+
+    def send_raw(self, frame) -> None:
+        self.ws.send(frame)
+
+    def recv(self, n: int = 1) -> list[dict]:
+        replies: list[dict] = []
+        while len(replies) < n:
+            frame = self.ws.recv(timeout=30)
+            assert isinstance(frame, bytes) == self.binary      # replies come in the client's kind of frame
+            replies += msgpack.unpackb(frame) if isinstance(frame, bytes) else json.loads(frame)
+        return replies
+
+    def close(self) -> None:
+        self.ws.close()
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +76,9 @@ def local():
     env.close()
 
 
-def test_remote_matches_in_process(server, local):
-    env = RemoteEnv(server.url, ENV_ID)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_remote_matches_in_process(server, local, transport):
+    env = RemoteEnv(server.url, ENV_ID, transport=transport)
     try:
         assert isinstance(env.observation_space, UnicodeText) and isinstance(env.action_space, UnicodeText)
         for seed in (0, 7):
@@ -58,14 +102,15 @@ def test_remote_matches_in_process(server, local):
         env.close()
 
 
-def test_errors_are_clear(server):
-    env = RemoteEnv(server.url)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_errors_are_clear(server, transport):
+    env = RemoteEnv(server.url, transport=transport)
     with pytest.raises(RemoteEnvError, match="reset"):
         env.step("hi")
     with pytest.raises(RemoteEnvError, match="serves"):
-        RemoteEnv(server.url, "forage/HumanEval-v0").reset()
+        RemoteEnv(server.url, "forage/HumanEval-v0", transport=transport).reset()
     with pytest.raises(RemoteEnvError, match="kwargs"):
-        RemoteEnv(server.url, ENV_ID, hops=1).reset()
+        RemoteEnv(server.url, ENV_ID, transport=transport, hops=1).reset()
     r = httpx.post(server.url + "/sessions/nope/step", json={"action": "x"})
     assert r.status_code == 404 and r.json()["type"] == "no_session"
     r = httpx.post(server.url + "/sessions", content=b"{bad json")
@@ -79,10 +124,11 @@ def test_errors_are_clear(server):
     assert httpx.get(server.url + "/health").json()["sessions"] == 0
 
 
-async def test_100_concurrent_sessions(server, local):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_100_concurrent_sessions(server, local, transport):
     n = 100
-    before = httpx.get(server.url + "/health").json()["sessions"]
-    envs = [RemoteEnv(server.url, ENV_ID) for _ in range(n)]
+    before = health(server.url)
+    envs = [RemoteEnv(server.url, ENV_ID, transport=transport) for _ in range(n)]
     expected = {}
     for seed in range(n):
         local.reset(seed=seed)
@@ -102,20 +148,29 @@ async def test_100_concurrent_sessions(server, local):
         results = await asyncio.gather(*(episode(s) for s in range(n)))
         assert [r[0] for r in results] == [expected[s][0] for s in range(n)]
         assert all(r[1] > 0 for r in results)
-        health = httpx.get(server.url + "/health").json()
-        assert health["sessions"] == before + n
+        during = health(server.url)
+        assert during["sessions"] == before["sessions"] + n
         assert len({e.session_id for e in envs}) == n
+        if transport == "ws":
+            # one connection carried all 100 sessions, and requests shared frames (pipelining)
+            assert during["ws_links"] == before["ws_links"] + 1
+            requests = during["ws_requests"] - before["ws_requests"]
+            frames = during["ws_frames"] - before["ws_frames"]
+            assert requests >= n * 3 and requests / frames > 4, (requests, frames)
     finally:
         await asyncio.gather(*(e.aclose() for e in envs))
-    assert httpx.get(server.url + "/health").json()["sessions"] == before
+    after = health(server.url)
+    assert after["sessions"] == before["sessions"]
+    assert wait_for(lambda: health(server.url)["ws_links"] == before["ws_links"])  # the last aclose closed it
 
 
 @pytest.mark.timeout(60)
-def test_killed_server_gives_clear_error():
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_killed_server_gives_clear_error(transport):
     server = EnvServerProcess(ENV_ID)
     try:
         server.wait_ready()
-        env = RemoteEnv(server.url, timeout=10.0, connect_timeout=2.0)
+        env = RemoteEnv(server.url, timeout=10.0, connect_timeout=2.0, transport=transport)
         env.reset(seed=0)
         server.kill()
         with pytest.raises(RemoteEnvError, match="unreachable"):
@@ -133,9 +188,10 @@ def test_killed_server_gives_clear_error():
 
 
 @pytest.mark.timeout(60)
-def test_idle_sessions_are_reaped():
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_idle_sessions_are_reaped(transport):
     with env_server(ENV_ID, "--session-timeout", "0.5") as s:
-        envs = [RemoteEnv(s.url) for _ in range(3)]
+        envs = [RemoteEnv(s.url, transport=transport) for _ in range(3)]
         for i, e in enumerate(envs):
             e.reset(seed=i)                     # opens a session each, then never closes it
         assert all(e.session_id for e in envs)
@@ -153,9 +209,10 @@ def test_idle_sessions_are_reaped():
             e.close()
 
 
-def test_max_sessions_refuses_with_message():
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_max_sessions_refuses_with_message(transport):
     with env_server(ENV_ID, "--max-sessions", "1") as s:
-        a, b = RemoteEnv(s.url), RemoteEnv(s.url)
+        a, b = RemoteEnv(s.url, transport=transport), RemoteEnv(s.url, transport=transport)
         a.reset(seed=0)
         with pytest.raises(RemoteEnvError, match="maximum of 1 sessions"):
             b.reset(seed=0)
@@ -184,10 +241,11 @@ def test_server_kwargs_reach_the_env():
             env.close()
 
 
-def test_plain_gymnasium_env_runs_in_threads():
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_plain_gymnasium_env_runs_in_threads(transport):
     """A non-Forage env (CartPole: sync API, array observations) is served through worker threads."""
     with env_server("CartPole-v1") as s:
-        env = RemoteEnv(s.url, "CartPole-v1")
+        env = RemoteEnv(s.url, "CartPole-v1", transport=transport)
         local = gym.make("CartPole-v1").unwrapped
         try:
             obs, _ = env.reset(seed=3)
@@ -202,3 +260,121 @@ def test_plain_gymnasium_env_runs_in_threads():
         finally:
             env.close()
             local.close()
+
+
+# -- the WebSocket protocol itself ---------------------------------------------------------------
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_ws_bad_input_gets_clear_errors_and_the_link_survives(server, binary):
+    before = health(server.url)
+    raw = RawWS(server.url, binary)
+    try:
+        raw.send_raw(b"\xc1\xff garbage" if binary else "{not json")
+        (r,) = raw.recv()
+        assert r["id"] is None and r["type"] == "bad_json" and r["status"] == 400
+        raw.send([{"id": 1, "op": "fly"}, {"id": 2, "op": "step", "action": "x"}, "nope",
+                  {"id": 3, "op": "step", "session_id": "gone", "action": "x"},
+                  {"id": 4, "op": "reset", "session_id": "gone", "seed": "zero"}])
+        by_id = {r["id"]: r for r in raw.recv(5)}
+        assert by_id[1]["type"] == "bad_op" and by_id[2]["type"] == "no_session_id"
+        assert by_id[None]["type"] == "bad_request"
+        assert by_id[3]["type"] == "no_session" and by_id[3]["status"] == 404
+        assert by_id[4]["type"] == "bad_seed" and by_id[4]["status"] == 400
+        raw.send([{"id": i, "op": "close", "session_id": "x"} for i in range(MAX_BATCH + 1)])
+        (r,) = raw.recv()
+        assert r["type"] == "too_large" and r["status"] == 413
+        raw.send({"id": "c", "op": "create"})          # still serving: a single request, not a list
+        (r,) = raw.recv()
+        assert r["id"] == "c" and r["result"]["session_id"]
+        sid = r["result"]["session_id"]
+        raw.send({"id": "s", "op": "step", "session_id": sid, "action": "x"})
+        (r,) = raw.recv()
+        assert r["status"] == 409 and r["type"] == "reset_needed"
+    finally:
+        raw.close()
+    # the session it opened closed with it
+    assert wait_for(lambda: (health(server.url)["sessions"], health(server.url)["ws_links"])
+                    == (before["sessions"], before["ws_links"]))
+
+
+def test_ws_repeated_reset_info_is_sent_once(server, local):
+    raw = RawWS(server.url, binary=True)
+    try:
+        raw.send({"id": 0, "op": "create"})
+        sid = raw.recv()[0]["result"]["session_id"]
+        raw.send({"id": 1, "op": "reset", "session_id": sid, "seed": 0})
+        first = raw.recv()[0]["result"]
+        raw.send({"id": 2, "op": "reset", "session_id": sid, "seed": 1})
+        second = raw.recv()[0]["result"]
+        want = local.reset(seed=1)[1]
+        assert "same" not in first and first["info"]["tools"] == want["tools"]
+        assert {"tools", "system_prompt"} <= set(second["same"])
+        assert "tools" not in second["info"] and second["info"]["task_id"] == want["task_id"]
+    finally:
+        raw.close()
+    # RemoteEnv puts them back
+    env = RemoteEnv(server.url, ENV_ID)
+    try:
+        for seed in (0, 1, 2):
+            info = env.reset(seed=seed)[1]
+            want = local.reset(seed=seed)[1]
+            assert info == json.loads(json.dumps(want))
+    finally:
+        env.close()
+
+
+def test_ws_pipelined_ops_on_one_session_keep_their_order():
+    """reset, step, step in one frame on a thread-run env: answered in order, like the same calls in-process."""
+    with env_server("CartPole-v1") as s:
+        raw = RawWS(s.url)
+        local = gym.make("CartPole-v1").unwrapped
+        try:
+            raw.send({"id": 0, "op": "create"})
+            sid = raw.recv()[0]["result"]["session_id"]
+            raw.send([{"id": 1, "op": "reset", "session_id": sid, "seed": 5}] +
+                     [{"id": 2 + i, "op": "step", "session_id": sid, "action": a} for i, a in enumerate((1, 0, 1))])
+            by_id = {r["id"]: r["result"] for r in raw.recv(4)}
+            assert by_id[1]["observation"] == pytest.approx(local.reset(seed=5)[0].tolist())
+            for i, a in enumerate((1, 0, 1)):
+                assert by_id[2 + i]["observation"] == pytest.approx(local.step(a)[0].tolist())
+        finally:
+            raw.close()
+            local.close()
+
+
+@pytest.mark.timeout(60)
+def test_ws_sessions_of_a_vanished_client_are_closed():
+    with env_server(ENV_ID) as s:
+        async def open_and_vanish():
+            envs = [RemoteEnv(s.url) for _ in range(3)]
+            for i, e in enumerate(envs):
+                await e.areset(seed=i)
+            assert health(s.url)["sessions"] == 3
+            # no aclose: the loop ends, the connection drops
+
+        asyncio.run(open_and_vanish())
+        assert wait_for(lambda: health(s.url)["sessions"] == 0 and health(s.url)["ws_links"] == 0)
+        assert health(s.url)["sessions_reaped"] == 0          # closed with the link, not by the idle reaper
+
+
+@pytest.mark.timeout(90)
+def test_ws_sessions_of_a_killed_client_process_are_closed():
+    with env_server(ENV_ID) as s:
+        code = ("import asyncio, sys, time\n"
+                "from forage.envs import RemoteEnv\n"
+                "async def main():\n"
+                f"    envs = [RemoteEnv({s.url!r}) for _ in range(4)]\n"
+                "    for i, e in enumerate(envs):\n"
+                "        await e.areset(seed=i)\n"
+                "    print('ready', flush=True)\n"
+                "    await asyncio.sleep(600)\n"
+                "asyncio.run(main())\n")
+        client = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        try:
+            assert client.stdout.readline().strip() == "ready"
+            assert health(s.url)["sessions"] == 4 and health(s.url)["ws_links"] == 1
+        finally:
+            client.kill()
+            client.wait(timeout=10)
+            client.stdout.close()
+        assert wait_for(lambda: health(s.url)["sessions"] == 0 and health(s.url)["ws_links"] == 0)

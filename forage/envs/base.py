@@ -264,12 +264,18 @@ class ToolEnv(gym.Env[str, str]):
     # -- Gymnasium API -----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Start an episode: a seeded task, or ``options["task_id"]`` / ``options["task_index"]``."""
-        return self._runner.run(self.areset(seed=seed, options=options), eager=self._plain_hooks)
+        return self._runner.run(self.areset(seed=seed, options=options), eager=self.runs_inline("reset"))
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         """Parse and run the tool calls in ``action``; return the results as the next observation."""
-        eager = self._plain_hooks and self.tool_timeout is None and all(t.inline for t in self.tools.values())
-        return self._runner.run(self.astep(action), eager=eager)
+        return self._runner.run(self.astep(action), eager=self.runs_inline("step"))
+
+    def runs_inline(self, op: str = "step") -> bool:
+        """True when ``areset`` (op ``"reset"``) or ``astep`` never suspends: no async hook is overridden and,
+        for steps, every tool is a plain function and there is no tool timeout. Such calls need no event loop."""
+        if not self._plain_hooks:
+            return False
+        return op == "reset" or (self.tool_timeout is None and all(t.inline for t in self.tools.values()))
 
     async def areset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Async twin of :meth:`reset`."""

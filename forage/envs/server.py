@@ -7,6 +7,16 @@ Endpoints (all JSON):
 - ``POST /sessions/{sid}/reset``        -> ``{"observation", "info"}`` (body: ``{"seed"?, "options"?}``)
 - ``POST /sessions/{sid}/step``         -> ``{"observation", "reward", "terminated", "truncated", "info"}`` (body: ``{"action"}``)
 - ``DELETE /sessions/{sid}``            -> ``{"closed": true}``
+- ``WS   /ws``                          -> the same operations, pipelined: see below
+
+Over ``/ws`` a client sends frames (JSON text, or msgpack binary: see ``wire``) holding one request or a list of them, each
+``{"id": any, "op": "create"|"reset"|"step"|"close", "session_id"?, ...the HTTP body's fields}``, and
+gets back frames holding lists of ``{"id", "result"}`` or ``{"id", "error", "type", "status"}`` (the
+HTTP status it would have had), in completion order. A reset's result leaves out the big ``info``
+values (lists, dicts, long strings) equal to those of the session's previous reset and names them in
+``"same": [keys]``. One connection carries any number of
+sessions; a step that cannot suspend (sync tools) is answered inline, and the replies to one frame
+go back as one frame. Sessions created over a connection are closed when it closes.
 
 Forage ``ToolEnv`` sessions run on the server's event loop through ``areset``/``astep``; any other
 env runs its sync API in a worker thread. Each session serialises its own calls, sessions run
@@ -26,13 +36,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
+
+from .wire import decode, dumps, encode, to_jsonable
 
 __all__ = ["EnvServerConfig", "SessionManager", "create_app", "serve_env", "to_jsonable"]
 
 log = logging.getLogger("forage.envs.server")
 
 MAX_BODY_BYTES = 16 << 20
+MAX_BATCH = 4096        # requests in one WebSocket frame
 
 
 @dataclass
@@ -45,25 +57,6 @@ class EnvServerConfig:
     max_sessions: int = 1024
     allow_client_kwargs: bool = False   # let clients pass constructor kwargs (trusted networks only)
     reap_interval: float | None = None  # default: min(session_timeout / 4, 10) seconds
-
-
-def to_jsonable(obj: Any) -> Any:
-    """A JSON-friendly copy of ``obj`` (NumPy scalars/arrays, tuples, sets; anything else as ``str``)."""
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if hasattr(obj, "__dataclass_fields__"):
-        import dataclasses
-
-        return to_jsonable(dataclasses.asdict(obj))
-    return str(obj)
 
 
 class ApiError(Exception):
@@ -160,6 +153,36 @@ class SessionManager:
                            f"{self.config.session_timeout:g} s idle); create a new one")
         return session
 
+    def try_inline(self, sid: str, name: str, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+        """``(True, reply)`` when ``reset``/``step`` ran to completion right now (a Forage env whose
+        call cannot suspend, on an idle session); ``(False, None)`` when it has to go the async way,
+        ``(False, task)`` when it started but suspended (await the task for the reply)."""
+        session = self.get(sid)
+        env = session.env
+        if session.busy or not session.is_async or not env.runs_inline(name):
+            return False, None
+        coro = getattr(env, "a" + name)(*args, **kwargs)
+        session.busy += 1
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            return True, _REPLIES[name](session, stop.value)
+        finally:
+            session.busy -= 1
+            session.last_used = time.monotonic()
+        # It suspended after all (runs_inline() was wrong): finish it in a task, holding the session.
+        return False, asyncio.ensure_future(self._finish(session, name, coro, yielded))
+
+    async def _finish(self, session: _Session, name: str, coro: Any, yielded: Any) -> dict[str, Any]:
+        from .base import _resume
+
+        session.busy += 1
+        try:
+            return _REPLIES[name](session, await _resume(coro, yielded))
+        finally:
+            session.busy -= 1
+            session.last_used = time.monotonic()
+
     async def _call(self, session: _Session, name: str, *args: Any, **kwargs: Any) -> Any:
         session.busy += 1
         try:
@@ -173,16 +196,19 @@ class SessionManager:
 
     async def reset(self, sid: str, seed: int | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
         """Reset a session's env."""
+        done, out = self.try_inline(sid, "reset", seed=seed, options=options)
+        if done or out is not None:
+            return out if done else await out
         session = self.get(sid)
-        obs, info = await self._call(session, "reset", seed=seed, options=options)
-        return {"observation": _obs(session.env, obs), "info": to_jsonable(info)}
+        return _reset_reply(session, await self._call(session, "reset", seed=seed, options=options))
 
     async def step(self, sid: str, action: Any) -> dict[str, Any]:
         """Step a session's env with ``action``."""
+        done, out = self.try_inline(sid, "step", action=action)
+        if done or out is not None:
+            return out if done else await out
         session = self.get(sid)
-        obs, reward, terminated, truncated, info = await self._call(session, "step", action)
-        return {"observation": _obs(session.env, obs), "reward": float(reward), "terminated": bool(terminated),
-                "truncated": bool(truncated), "info": to_jsonable(info)}
+        return _step_reply(session, await self._call(session, "step", action))
 
     async def close(self, sid: str) -> bool:
         """Close and forget a session; False if it did not exist."""
@@ -200,6 +226,20 @@ class SessionManager:
         return True
 
 
+def _reset_reply(session: _Session, out: tuple[Any, dict[str, Any]]) -> dict[str, Any]:
+    obs, info = out
+    return {"observation": _obs(session.env, obs), "info": info}
+
+
+def _step_reply(session: _Session, out: tuple[Any, Any, Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    obs, reward, terminated, truncated, info = out
+    return {"observation": _obs(session.env, obs), "reward": float(reward), "terminated": bool(terminated),
+            "truncated": bool(truncated), "info": info}
+
+
+_REPLIES = {"reset": _reset_reply, "step": _step_reply}
+
+
 def _obs(env: gym.Env, obs: Any) -> Any:
     if isinstance(obs, str):
         return obs
@@ -209,18 +249,241 @@ def _obs(env: gym.Env, obs: Any) -> Any:
         return to_jsonable(obs)
 
 
+def _error_reply(e: Exception) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and JSON error body for an exception raised while serving a request."""
+    if isinstance(e, ApiError):
+        return e.status, {"error": e.message, "type": e.kind}
+    log.exception("env call failed")     # the env raised: report it, keep serving
+    name = type(e).__name__
+    status = 409 if name == "ResetNeeded" else 500
+    return status, {"error": f"{name}: {e}", "type": "env_error" if status == 500 else "reset_needed"}
+
+
+def _reset_args(data: dict[str, Any]) -> dict[str, Any]:
+    seed = data.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise ApiError(400, "bad_seed", "seed must be an integer or null")
+    options = data.get("options")
+    if options is not None and not isinstance(options, dict):
+        raise ApiError(400, "bad_options", "options must be a JSON object or null")
+    return {"seed": seed, "options": options}
+
+
+def _step_args(data: dict[str, Any]) -> dict[str, Any]:
+    if "action" not in data:
+        raise ApiError(400, "no_action", "the body needs an 'action'")
+    return {"action": data["action"]}
+
+
+class _Ops:
+    """The operations both the HTTP routes and the WebSocket serve, each defined once."""
+
+    def __init__(self, manager: SessionManager) -> None:
+        self.manager = manager
+        self.config = manager.config
+        self.ws_links = 0       # open WebSocket connections
+        self.ws_frames = 0      # frames received over them
+        self.ws_requests = 0    # requests those frames held
+
+    async def create(self, data: dict[str, Any]) -> dict[str, Any]:
+        kwargs = data.get("kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise ApiError(400, "bad_kwargs", "kwargs must be a JSON object")
+        env_id = data.get("env_id")
+        if env_id is not None and not isinstance(env_id, str):
+            raise ApiError(400, "wrong_env", "env_id must be a string or null")
+        session = await self.manager.create(env_id, kwargs)
+        env = session.env
+        spaces = {"observation_max_length": getattr(env.observation_space, "max_length", None),
+                  "action_max_length": getattr(env.action_space, "max_length", None)}
+        return {"session_id": session.sid, "env_id": self.config.env_id, "session_timeout": self.config.session_timeout,
+                "spaces": spaces, "metadata": to_jsonable(getattr(env, "metadata", {}))}
+
+    async def reset(self, sid: str, data: dict[str, Any]) -> dict[str, Any]:
+        args = _reset_args(data)
+        return await self.manager.reset(sid, **args)
+
+    async def step(self, sid: str, data: dict[str, Any]) -> dict[str, Any]:
+        return await self.manager.step(sid, **_step_args(data))
+
+    async def close(self, sid: str) -> dict[str, Any]:
+        if not await self.manager.close(sid):
+            self.manager.get(sid)  # raises the 404
+        return {"closed": True}
+
+    def health(self) -> dict[str, Any]:
+        m, cfg = self.manager, self.config
+        return {"status": "ok", "env_id": cfg.env_id, "sessions": len(m.sessions), "max_sessions": cfg.max_sessions,
+                "session_timeout": cfg.session_timeout, "sessions_created": m.created, "sessions_reaped": m.reaped,
+                "protocols": ["http", "ws"], "ws_links": self.ws_links, "ws_frames": self.ws_frames,
+                "ws_requests": self.ws_requests}
+
+
+class _WSLink:
+    """One WebSocket client: many sessions, pipelined requests, batched replies; its sessions close with it."""
+
+    def __init__(self, ops: _Ops, websocket: Any) -> None:
+        self.ops = ops
+        self.ws = websocket
+        self.owned: set[str] = set()
+        self.out: list[dict[str, Any]] = []
+        self.wake = asyncio.Event()
+        self.binary = False                # reply in the kind of frame the client last sent
+        self.tasks: set[asyncio.Task] = set()
+        self.queued: dict[str, int] = {}   # async ops not finished, by session: later ops on it wait their turn
+        self.sent: dict[str, dict[str, Any]] = {}   # big reset-info values last sent, by session
+
+    async def serve(self) -> None:
+        """Answer frames until the client goes; then close the sessions it opened."""
+        writer = asyncio.create_task(self._write())
+        self.ops.ws_links += 1
+        try:
+            while True:
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                frame = message.get("bytes")
+                if frame is None:
+                    frame = message.get("text") or ""
+                self.binary = isinstance(frame, bytes)
+                self._frame(frame)
+                self.wake.set()
+        finally:
+            self.ops.ws_links -= 1
+            writer.cancel()
+            for t in list(self.tasks):
+                t.cancel()
+            await asyncio.gather(writer, *self.tasks, return_exceptions=True)
+            for sid in list(self.owned):   # abandoned by a client that went away
+                await self.ops.manager.close(sid)
+
+    async def _write(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            if self.out:
+                batch, self.out = self.out, []
+                frame = encode(batch, self.binary)
+                if isinstance(frame, bytes):
+                    await self.ws.send_bytes(frame)
+                else:
+                    await self.ws.send_text(frame)
+
+    def _frame(self, frame: bytes | str) -> None:
+        try:
+            requests = decode(frame)
+        except ValueError as e:
+            self._fail(None, ApiError(400, "bad_json", f"the frame cannot be read: {e}"))
+            return
+        if isinstance(requests, dict):
+            requests = [requests]
+        if not isinstance(requests, list):
+            self._fail(None, ApiError(400, "bad_json", "a frame holds one request object or a list of them"))
+            return
+        if len(requests) > MAX_BATCH:
+            self._fail(None, ApiError(413, "too_large", f"{len(requests)} requests in one frame; the limit is {MAX_BATCH}"))
+            return
+        self.ops.ws_frames += 1
+        self.ops.ws_requests += len(requests)
+        for request in requests:
+            self._dispatch(request)
+
+    def _shrink(self, sid: str, result: dict[str, Any]) -> dict[str, Any]:
+        """Leave out the reset-info values (tool schemas, system prompt...) this session was sent last
+        time, listing their keys under ``same``; the client fills them back in."""
+        info = result.get("info")
+        if not isinstance(info, dict):
+            return result
+        last = self.sent.setdefault(sid, {})
+        same = []
+        for key, value in list(info.items()):
+            if isinstance(value, (list, dict)) or (isinstance(value, str) and len(value) > 64):
+                if key in last and last[key] == value:
+                    same.append(key)
+                    del info[key]
+                else:
+                    last[key] = value
+        if same:
+            result["same"] = same
+        return result
+
+    def _fail(self, rid: Any, e: Exception) -> None:
+        status, body = _error_reply(e)
+        body["id"], body["status"] = rid, status
+        self.out.append(body)
+
+    def _dispatch(self, request: Any) -> None:
+        if not isinstance(request, dict):
+            self._fail(None, ApiError(400, "bad_request", "each request must be a JSON object"))
+            return
+        rid = request.get("id")
+        try:
+            op = request.get("op")
+            if op not in ("create", "reset", "step", "close"):
+                raise ApiError(400, "bad_op", f"unknown op {op!r}; use create, reset, step or close")
+            sid = request.get("session_id")
+            if op != "create" and not isinstance(sid, str):
+                raise ApiError(400, "no_session_id", f"op {op!r} needs a 'session_id' string")
+            started = None
+            if op in ("reset", "step") and not self.queued.get(sid):  # type: ignore[arg-type]
+                args = _reset_args(request) if op == "reset" else _step_args(request)
+                done, started = self.ops.manager.try_inline(sid, op, **args)
+                if done:
+                    self.out.append({"id": rid, "result": self._shrink(sid, started) if op == "reset" else started})
+                    return
+        except Exception as e:
+            self._fail(rid, e)
+            return
+        if sid is not None:
+            self.queued[sid] = self.queued.get(sid, 0) + 1
+        task = asyncio.create_task(self._run(rid, op, sid, request, started))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, rid: Any, op: str, sid: str | None, request: dict[str, Any], started: Any) -> None:
+        try:
+            if started is not None:
+                result = await started
+            elif op == "create":
+                result = await self.ops.create(request)
+                live = self.ops.manager.sessions   # forget the sessions the reaper closed meanwhile
+                self.owned = {sid for sid in self.owned if sid in live}
+                self.sent = {sid: v for sid, v in self.sent.items() if sid in live}
+                self.owned.add(result["session_id"])
+            elif op == "close":
+                self.owned.discard(sid)  # type: ignore[arg-type]
+                self.sent.pop(sid, None)  # type: ignore[arg-type]
+                result = await self.ops.close(sid)  # type: ignore[arg-type]
+            else:
+                result = await getattr(self.ops, op)(sid, request)
+            if op == "reset":
+                result = self._shrink(sid, result)  # type: ignore[arg-type]
+            self.out.append({"id": rid, "result": result})
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self._fail(rid, e)
+        finally:
+            if sid is not None:
+                left = self.queued.pop(sid, 1) - 1
+                if left:
+                    self.queued[sid] = left
+        self.wake.set()
+
+
 def create_app(config: EnvServerConfig) -> Any:
     """The Starlette app serving ``config.env_id`` (its ``state.manager`` is the SessionManager)."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
-    from starlette.routing import Route
+    from starlette.routing import Route, WebSocketRoute
+    from starlette.websockets import WebSocket
 
     manager = SessionManager(config)
+    ops = _Ops(manager)
 
     def reply(data: Any, status: int = 200) -> Response:
-        body = json.dumps(data, ensure_ascii=False, allow_nan=True)
-        return Response(body, status_code=status, media_type="application/json")
+        return Response(dumps(data), status_code=status, media_type="application/json")
 
     async def body_of(request: Request) -> dict[str, Any]:
         raw = await request.body()
@@ -240,53 +503,29 @@ def create_app(config: EnvServerConfig) -> Any:
         async def wrapped(request: Request) -> Response:
             try:
                 return reply(await fn(request))
-            except ApiError as e:
-                return reply({"error": e.message, "type": e.kind}, e.status)
-            except Exception as e:  # the env raised: report it, keep serving
-                log.exception("env call failed")
-                name = type(e).__name__
-                status = 409 if name == "ResetNeeded" else 500
-                return reply({"error": f"{name}: {e}", "type": "env_error" if status == 500 else "reset_needed"}, status)
+            except Exception as e:
+                status, body = _error_reply(e)
+                return reply(body, status)
         return wrapped
 
     async def health(request: Request) -> dict[str, Any]:
-        return {"status": "ok", "env_id": config.env_id, "sessions": len(manager.sessions),
-                "max_sessions": config.max_sessions, "session_timeout": config.session_timeout,
-                "sessions_created": manager.created, "sessions_reaped": manager.reaped}
+        return ops.health()
 
     async def create(request: Request) -> dict[str, Any]:
-        data = await body_of(request)
-        kwargs = data.get("kwargs") or {}
-        if not isinstance(kwargs, dict):
-            raise ApiError(400, "bad_kwargs", "kwargs must be a JSON object")
-        session = await manager.create(data.get("env_id"), kwargs)
-        env = session.env
-        spaces = {"observation_max_length": getattr(env.observation_space, "max_length", None),
-                  "action_max_length": getattr(env.action_space, "max_length", None)}
-        return {"session_id": session.sid, "env_id": config.env_id, "session_timeout": config.session_timeout,
-                "spaces": spaces, "metadata": to_jsonable(getattr(env, "metadata", {}))}
+        return await ops.create(await body_of(request))
 
     async def reset(request: Request) -> dict[str, Any]:
-        data = await body_of(request)
-        seed = data.get("seed")
-        if seed is not None and not isinstance(seed, int):
-            raise ApiError(400, "bad_seed", "seed must be an integer or null")
-        options = data.get("options")
-        if options is not None and not isinstance(options, dict):
-            raise ApiError(400, "bad_options", "options must be a JSON object or null")
-        return await manager.reset(request.path_params["sid"], seed=seed, options=options)
+        return await ops.reset(request.path_params["sid"], await body_of(request))
 
     async def step(request: Request) -> dict[str, Any]:
-        data = await body_of(request)
-        if "action" not in data:
-            raise ApiError(400, "no_action", "the body needs an 'action'")
-        return await manager.step(request.path_params["sid"], data["action"])
+        return await ops.step(request.path_params["sid"], await body_of(request))
 
     async def close(request: Request) -> dict[str, Any]:
-        sid = request.path_params["sid"]
-        if not await manager.close(sid):
-            manager.get(sid)  # raises the 404
-        return {"closed": True}
+        return await ops.close(request.path_params["sid"])
+
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await _WSLink(ops, websocket).serve()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any):
@@ -302,6 +541,7 @@ def create_app(config: EnvServerConfig) -> Any:
         Route("/sessions/{sid}/reset", handler(reset), methods=["POST"]),
         Route("/sessions/{sid}/step", handler(step), methods=["POST"]),
         Route("/sessions/{sid}", handler(close), methods=["DELETE"]),
+        WebSocketRoute("/ws", ws),
     ], lifespan=lifespan)
     app.state.manager = manager
     return app
