@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -19,6 +22,19 @@ def _parse_overrides(items: list[str]) -> dict:
         k, v = item.split("=", 1)
         out[k.strip()] = yaml.safe_load(v)
     return out
+
+
+def _torchrun_argv(nproc: int, config: Path, steps: Optional[int], out_dir: Optional[str], resume: bool,
+                   set_: list[str], ray: Optional[str], ray_actors: Optional[int], plot: bool) -> list[str]:
+    """The torchrun command line that runs this ``forage train`` on ``nproc`` local ranks."""
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "-m", "forage.train", "--config", str(config)]
+    for flag, value in (("--steps", steps), ("--out-dir", out_dir), ("--ray", ray), ("--ray-actors", ray_actors)):
+        if value is not None:
+            argv += [flag, str(value)]
+    for item in set_:
+        argv += ["--set", item]
+    return argv + (["--resume"] if resume else []) + ([] if plot else ["--no-plot"])
 
 
 def register(app: typer.Typer) -> None:
@@ -45,9 +61,17 @@ def register(app: typer.Typer) -> None:
                                 "its weights to them after each update (same as --set rollout.ray=...)"),
         ray_actors: Optional[int] = typer.Option(None, "--ray-actors", help="Ray rollout actors (rollout.ray_actors)"),
         plot: bool = typer.Option(True, help="draw the training PNG at the end"),
+        nproc: int = typer.Option(
+            1, "--nproc", min=1, help="train on N local processes (torchrun underneath; the config's "
+                                      "distributed.strategy picks DDP or FSDP2); on a cluster run "
+                                      "`torchrun ... -m forage.train` with these options instead"),
     ) -> None:
         """Train a policy with GRPO (+ SPEAR replay, curricula, bonuses) as the config says."""
         from ..training.config import ConfigError, load_config
+        from ..training.distributed import launched
+
+        main_rank = not launched() or os.environ.get("RANK", "0") == "0"
+        say = typer.echo if main_rank else (lambda *a, **k: None)   # one voice: rank 0's
 
         overrides = _parse_overrides(set_)
         if steps is not None:
@@ -63,21 +87,25 @@ def register(app: typer.Typer) -> None:
         except ConfigError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)
+        if nproc > 1 and not launched():   # the config is valid: start N ranks of this same command
+            argv = _torchrun_argv(nproc, config, steps, out_dir, resume, set_, ray, ray_actors, plot)
+            typer.echo(f"torchrun: {nproc} ranks, {cfg.distributed.strategy} ({' '.join(argv[2:])})")
+            raise typer.Exit(subprocess.run(argv).returncode)
         from ..agents.vllm_weights import WeightSyncError
         from ..training.trainer import Trainer
 
-        typer.echo(f"run folder: {cfg.run_dir}  (model {cfg.model.path}, env {cfg.rollout.env}, {cfg.steps} steps)")
+        say(f"run folder: {cfg.run_dir}  (model {cfg.model.path}, env {cfg.rollout.env}, {cfg.steps} steps)")
         trainer = Trainer(cfg)
         if resume:
             at = trainer.resume()
-            typer.echo(f"resumed at step {at}" if at else "no checkpoint found; starting at step 0")
+            say(f"resumed at step {at}" if at else "no checkpoint found; starting at step 0")
         panel = held_out_panel(trainer) if cfg.eval_tasks else []
         before: dict | None = None
         try:
             if panel and not resume:   # the panel's score after the cold start: where RL starts from
                 trainer.cold_start_once()
                 before = trainer.evaluate(panel)
-                typer.echo(f"held-out greedy success before RL: {before['success']:.2f} on {len(panel)} tasks")
+                say(f"held-out greedy success before RL: {before['success']:.2f} on {len(panel)} tasks")
             evals: list[dict] = []
 
             def eval_fn(tr: "Any") -> dict:
@@ -91,6 +119,8 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
         finally:
             trainer.close()
+        if not main_rank:   # rank 0 writes the run's files
+            return
         typer.echo(f"metrics: {run_dir / 'metrics.jsonl'}")
         if after is not None:
             (run_dir / "eval.json").write_text(json.dumps(

@@ -302,10 +302,11 @@ class Trainer:
             return accumulate(self.model, trajs, advantages, term, mbt, pad, reference)
         mine, mine_adv = shard(trajs, w), shard(advantages, w)
         scaled = dataclasses.replace(term, weight=term.weight * w.size)
+        n = micro_batch_count(mine, mbt)
+        most = w.max_int(n)   # before any pass: the passes' own collectives must line up across the ranks
         st = accumulate(self.loss_model, mine, mine_adv, scaled, mbt, pad, reference,
                         num_tokens=float(sum(policy_tokens(t) for t in trajs)), num_seqs=float(len(trajs)))
-        n = micro_batch_count(mine, mbt)
-        pad_passes(self.loss_model, w.max_int(n) - n, backward=term.weight != 0)
+        pad_passes(self.loss_model, most - n, backward=term.weight != 0)
         return w.reduce_stats(st)
 
     def _recompute(self, trajs: Sequence[Trajectory], temperature: float, pad: int) -> float:
@@ -315,10 +316,11 @@ class Trainer:
         if w is None:
             return recompute_logprobs(self.model, trajs, temperature, mbt, pad)
         mine = shard(trajs, w)
+        n = micro_batch_count(mine, mbt)
+        most = w.max_int(n)
         gap = recompute_logprobs(self.model, mine, temperature, mbt, pad)
         if w.strategy == "fsdp":   # the sharded forward all-gathers: match the other ranks' passes
-            n = micro_batch_count(mine, mbt)
-            pad_passes(self.model, w.max_int(n) - n, backward=False)
+            pad_passes(self.model, most - n, backward=False)
         for t, lp in zip(trajs, w.gather([t.logprobs for t in mine])):
             t.logprobs = lp
         weights = w.gather([(gap, sum(policy_tokens(t) for t in mine))])
