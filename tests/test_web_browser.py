@@ -1,15 +1,24 @@
-"""The site and the text browser over real HTTP: pages, links, search, views, history, cookies, static folders."""
+"""The site and the text browser over real HTTP: pages, links, search, views, history, cookies, static folders,
+rendering checked against the stdlib's HTML parser, and DNS pinning."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import socket
+from html.parser import HTMLParser
+from urllib.parse import urldefrag, urljoin
 
 import httpx
 import pytest
 from _web_helpers import WEB_DOCS, hostile_server, web_corpus, web_site  # noqa: F401
 
-from forage.sandboxes.web import (Browser, BrowserConfig, ContainmentPolicy, NavigationRefused, SiteServer,
-                                  make_browser_tools, parse_page)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from forage.sandboxes.web import (Browser, BrowserConfig, ContainmentPolicy, NavigationRefused, PinnedTransport,
+                                  SiteServer, make_browser_tools, parse_page)
+from forage.sandboxes.web.page import _origin, resolve_href
 
 
 def _site_browser(site, view_chars: int = 1500, *extra_hosts: str) -> Browser:
@@ -123,3 +132,103 @@ async def test_browser_tools_need_a_browser_and_report_errors(web_site):
     obs, *_, info = env.step(env.format_call("scroll", direction="sideways"))
     assert info["tool_results"][0]["error"] == "invalid_arguments"
     env.close()
+
+
+class _AnchorOracle(HTMLParser):
+    """The stdlib's HTML parser (an independent one) collecting every <a href>'s text and resolved URL."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__()
+        self.base, self.links, self._open = base, [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "a" and dict(attrs).get("href") is not None:
+            self._open = (dict(attrs)["href"], [])
+
+    def handle_data(self, data):
+        if self._open is not None:
+            self._open[1].append(data)
+
+    def handle_endtag(self, tag):
+        if tag == "a" and self._open is not None:
+            href, text = self._open
+            url = urldefrag(urljoin(self.base, href.strip()))[0]
+            if url.startswith(("http://", "https://")):
+                self.links.append((" ".join("".join(text).split()), url))
+            self._open = None
+
+
+async def test_rendered_pages_agree_with_an_independent_parser(web_site):
+    """Every article and search page: links (text, URL) as html.parser finds them, the article text in the lines."""
+    b = _site_browser(web_site)
+    urls = [web_site.url + "/wiki/" + title for title, _ in WEB_DOCS] + [web_site.url + "/search?q=rock+iron"]
+    for url in urls:
+        await b.open(url)
+        html = httpx.get(url, timeout=10).text
+        oracle = _AnchorOracle(url)
+        oracle.feed(html)
+        assert [(link.text, link.url) for link in b.page.links] == oracle.links, url
+        assert b.page.title == re.search(r"<title>(.*?)</title>", html).group(1)
+    for title, text in WEB_DOCS:
+        await b.open(web_site.url + "/wiki/" + title)
+        flat = re.sub(r"\[\d+: ([^\]]*)\]", r"\1", " ".join(b.page.lines))
+        assert " ".join(text.split()[:12]) in flat
+    await b.aclose()
+
+
+@given(st.sampled_from(["http://h:1/dir/page", "https://Ex.org/a/b?q=1#f", "http://h", "http://[::1]:8/x/"]),
+       st.lists(st.sampled_from(list("/.?#;\\\t\r\n %:@=&a1é~-_\x00") + ["..", "//", "/./", "/../"]), max_size=12))
+@settings(max_examples=3000, deadline=None)
+def test_resolve_href_equals_urljoin(base, parts):
+    href = "/" + "".join(parts)
+    assert resolve_href(base, href, _origin(base)) == urldefrag(urljoin(base, href))[0]
+
+
+@pytest.mark.parametrize("html", [b"", b"\x00\xff\xfe garbage", b"<div>" * 20_000 + b"deep text",
+                                  b"<a href='http://[::1'>x</a>",
+                                  "<p>caf\u00e9 \ud800</p>".encode("utf-8", "surrogatepass"),
+                                  b"<meta charset='no-such-charset'><p>x</p>",
+                                  b"<?xml version='1.0' encoding='latin-1'?><p>y"])
+def test_parse_page_never_raises(html):
+    page = parse_page(html, "http://h:1/").paginate(100)
+    assert isinstance(page.views, list) and page.title
+    if b"deep text" in html:
+        assert "deep text" in page.lines[-1]  # content past libxml2's tree depth is kept
+
+
+async def test_a_host_stays_pinned_to_its_checked_address(web_site, monkeypatch):
+    """DNS rebinding after the check: the browser keeps the checked address and never connects to the new one."""
+    loop = asyncio.get_running_loop()
+    answers = ["127.0.0.1"]
+    asked = []
+
+    async def fake_getaddrinfo(host, port, **kw):
+        asked.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[-1], port))]
+
+    monkeypatch.setattr(loop, "getaddrinfo", fake_getaddrinfo)
+    connected = []
+
+    class Recording(httpx.AsyncHTTPTransport):
+        async def handle_async_request(self, request):
+            connected.append(request.url.host)
+            return await super().handle_async_request(request)
+
+    policy = ContainmentPolicy(allowed_hosts=(f"rebind.test:{web_site.port}",), allowed_networks=("127.0.0.0/8",))
+    b = Browser(BrowserConfig(policy), transport=PinnedTransport(policy, Recording(retries=0)))
+    assert "Page: Volcano" in await b.open(f"http://rebind.test:{web_site.port}/wiki/Volcano")
+    answers.append("10.0.0.1")  # the name now points into private space
+    assert "Page: Lava" in await b.open(f"http://rebind.test:{web_site.port}/wiki/Lava")
+    assert asked == ["rebind.test"] and connected == ["127.0.0.1", "127.0.0.1"]
+    # the pinned address is re-checked on every use: once the policy no longer allows it, DNS is asked again
+    policy._networks = []
+    with pytest.raises(NavigationRefused) as e:
+        await b.open(f"http://rebind.test:{web_site.port}/wiki/Iron")
+    assert e.value.kind == "address" and "10.0.0.1" in str(e.value)
+    assert asked == ["rebind.test"] * 2 and connected == ["127.0.0.1", "127.0.0.1"]
+    fresh = Browser(BrowserConfig(ContainmentPolicy(allowed_hosts=(f"rebind.test:{web_site.port}",))))
+    with pytest.raises(NavigationRefused) as e:   # a new browser asks DNS and refuses the rebound answer
+        await fresh.open(f"http://rebind.test:{web_site.port}/wiki/Iron")
+    assert e.value.kind == "address" and connected == ["127.0.0.1", "127.0.0.1"]
+    await b.aclose()
+    await fresh.aclose()

@@ -1,9 +1,10 @@
 """What the browser may fetch: allow-listed hosts and ports, http(s) only, no private addresses, size/time/type limits.
 
 Every check raises :class:`NavigationRefused` (a :class:`~forage.tools.ToolError`, so the agent reads
-the reason as an error observation). Hosts are resolved once per connection and the connection
-goes to the address that was checked (:class:`PinnedTransport`), so a DNS answer that changes
-between the check and the connect (DNS rebinding) cannot reach a refused address.
+the reason as an error observation). Hosts are resolved, checked and pinned: every connection
+goes to an address that was checked (:class:`PinnedTransport` keeps a host's checked addresses for
+30 s rather than asking DNS again), so a DNS answer that changes after the check (DNS rebinding)
+cannot reach a refused address.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,9 +159,28 @@ async def resolve_checked(host: str, port: int, policy: ContainmentPolicy) -> li
 class PinnedTransport(httpx.AsyncBaseTransport):
     """An httpx transport that resolves and checks each request's host, then connects to the checked address."""
 
-    def __init__(self, policy: ContainmentPolicy, inner: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, policy: ContainmentPolicy, inner: httpx.AsyncBaseTransport | None = None,
+                 pin_seconds: float = 30.0) -> None:
         self.policy = policy
         self.inner = inner or httpx.AsyncHTTPTransport(retries=0)
+        self.pin_seconds = pin_seconds   # how long a host stays pinned to the addresses checked for it
+        self._pinned: dict[tuple[str, int], tuple[float, list[IPAddress]]] = {}
+
+    async def _addresses(self, host: str, port: int) -> list[IPAddress]:
+        """The checked addresses for ``host:port``: pinned for ``pin_seconds`` (a later DNS answer is not asked,
+        so a rebinding answer never reaches a connection), each re-checked against the policy on every use."""
+        key = (_bare(host), port)
+        now = time.monotonic()
+        hit = self._pinned.get(key)
+        if hit is not None and now < hit[0]:
+            ips = [ip for ip in hit[1] if self.policy.address_allowed(host, port, ip)]
+            if ips:
+                return ips
+        ips = await resolve_checked(host, port, self.policy)
+        if len(self._pinned) >= 256:
+            self._pinned.clear()
+        self._pinned[key] = (now + self.pin_seconds, ips)
+        return ips
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Check the host, pin the address, forward (the Host header and TLS SNI keep the name)."""
@@ -167,7 +188,7 @@ class PinnedTransport(httpx.AsyncBaseTransport):
         port = url.port or _DEFAULT_PORTS.get(url.scheme, 0)
         if not self.policy.host_allowed(url.host, port):
             raise NavigationRefused(f"the host {url.host}:{port} is not on the allow-list", "host")
-        ips = await resolve_checked(url.host, port, self.policy)
+        ips = await self._addresses(url.host, port)
         extensions = dict(request.extensions)
         if url.scheme == "https" and _ip_or_none(_bare(url.host)) is None:
             extensions["sni_hostname"] = url.host

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urldefrag
+from urllib.parse import urldefrag, urljoin, urlsplit
 
-from bs4 import BeautifulSoup, NavigableString, Tag
-from bs4.element import Comment, Doctype, ProcessingInstruction
+from lxml import etree
 
-__all__ = ["Link", "Page", "parse_page", "text_page"]
+__all__ = ["Link", "Page", "parse_page", "text_page", "decode_html"]
 
 _SKIP = {"script", "style", "noscript", "template", "head", "svg", "iframe", "object", "embed", "canvas", "meta",
          "link"}
 _BLOCK = {"p", "div", "section", "article", "main", "header", "footer", "nav", "aside", "ul", "ol", "li", "table",
           "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote", "form", "br", "hr", "dl", "dt", "dd",
           "figure", "figcaption", "body", "html", "title"}
-_SPACES = re.compile(r"\s+")
+_HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
 
 
 @dataclass
@@ -65,92 +65,227 @@ class Page:
 
 
 class _Renderer:
+    """Walks an lxml tree (iteratively: no recursion limit) into text lines and numbered links."""
+
     def __init__(self, base_url: str) -> None:
         self.base = base_url
+        self.origin = _origin(base_url)
         self.lines: list[str] = []
         self.buf: list[str] = []
         self.links: list[Link] = []
         self.prefix = ""
 
     def flush(self) -> None:
-        text = _SPACES.sub(" ", "".join(self.buf)).strip()
+        text = " ".join("".join(self.buf).split())   # whitespace runs collapsed (str.split: the same set as \s)
         if text:
-            self.lines.append(self.prefix + text)
+            self.lines.append((self.prefix + text).replace(" ,", ",").replace(" .", "."))
         self.buf, self.prefix = [], ""
 
-    def walk(self, node: Tag) -> None:
-        for child in node.children:
-            if isinstance(child, (Comment, Doctype, ProcessingInstruction)):
+    def walk(self, root: etree._Element) -> None:
+        # A stack of (element, closing): the opening visit renders the element and schedules its close,
+        # whose work (block end, table cell bar) comes before the element's tail text.
+        stack: list[tuple[etree._Element, bool]] = [(child, False) for child in root[::-1]]
+        if root.text:
+            self.buf.append(root.text)
+        while stack:
+            el, closing = stack.pop()
+            if closing:
+                name = el.tag.lower()
+                if name in _BLOCK:
+                    self.flush()
+                elif name in ("td", "th"):
+                    self.buf.append(" | ")
+                if el.tail:
+                    self.buf.append(el.tail)
                 continue
-            if isinstance(child, NavigableString):
-                self.buf.append(str(child))
+            tag = el.tag
+            if not isinstance(tag, str) or self._hidden(el, tag.lower()):  # comments, PIs, entities, hidden parts
+                if el.tail:
+                    self.buf.append(el.tail)
                 continue
-            if not isinstance(child, Tag):
-                continue
-            name = (child.name or "").lower()
-            if name in _SKIP or child.get("hidden") is not None or child.get("aria-hidden") == "true":
-                continue
-            style = str(child.get("style") or "").replace(" ", "").lower()
-            if "display:none" in style or "visibility:hidden" in style:
-                continue
+            name = tag.lower()
             if name in _BLOCK:
                 self.flush()
-            if name in ("h1", "h2", "h3", "h4", "h5", "h6"):
+            if name in _HEADINGS:
                 self.prefix = "#" * int(name[1]) + " "
             elif name == "li":
                 self.prefix = "- "
-            if name == "a" and child.get("href") is not None:
-                self.anchor(child)
+            stack.append((el, True))
+            if name == "a" and el.get("href") is not None:
+                self.anchor(el)
             elif name == "img":
-                alt = _SPACES.sub(" ", str(child.get("alt") or "")).strip()
+                alt = " ".join((el.get("alt") or "").split())
                 if alt:
                     self.buf.append(f" [image: {alt}] ")
             elif name in ("input", "textarea", "select"):
-                kind = str(child.get("type") or name).lower()
+                kind = (el.get("type") or name).lower()
                 if kind not in ("hidden", "submit", "button"):
-                    label = child.get("aria-label") or child.get("placeholder") or child.get("name") or ""
+                    label = el.get("aria-label") or el.get("placeholder") or el.get("name") or ""
                     self.buf.append(f" [{kind} field {label}] ".replace("  ", " "))
-                elif kind in ("submit", "button") and child.get("value"):
-                    self.buf.append(f" [button {child.get('value')}] ")
+                elif kind in ("submit", "button") and el.get("value"):
+                    self.buf.append(f" [button {el.get('value')}] ")
             else:
-                self.walk(child)
-            if name in _BLOCK:
-                self.flush()
-            elif name in ("td", "th"):
-                self.buf.append(" | ")
+                if el.text:
+                    self.buf.append(el.text)
+                if len(el):
+                    stack.extend([(child, False) for child in el[::-1]])
 
-    def anchor(self, a: Tag) -> None:
-        text = _SPACES.sub(" ", a.get_text(" ")).strip() or str(a.get("title") or "").strip() or "link"
-        href = str(a.get("href")).strip()
-        try:
-            url = urldefrag(urljoin(self.base, href))[0]
-        except ValueError:
-            url = ""
-        if url.lower().startswith(("http://", "https://")):
+    @staticmethod
+    def _hidden(el: etree._Element, name: str) -> bool:
+        if name in _SKIP or el.get("hidden") is not None or el.get("aria-hidden") == "true":
+            return True
+        style = el.get("style")
+        if style:
+            style = style.replace(" ", "").lower()
+            return "display:none" in style or "visibility:hidden" in style
+        return False
+
+    def anchor(self, a: etree._Element) -> None:
+        text = " ".join((" ".join(a.itertext()) if len(a) else (a.text or "")).split())
+        text = text or (a.get("title") or "").strip() or "link"
+        url = resolve_href(self.base, (a.get("href") or "").strip(), self.origin)
+        if url[:8].lower().startswith(("http://", "https://")):
             self.links.append(Link(len(self.links) + 1, text, url))
             self.buf.append(f" [{len(self.links)}: {text}] ")
         else:
             self.buf.append(f" {text} ")
 
 
+def _origin(url: str) -> str | None:
+    """``scheme://host[:port]`` of an http(s) URL, or None."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+_PLAIN_PATH = re.compile(r"/(?![/\\])[^\\;?\t\r\n]*\Z")  # root-relative; no backslash, params, query or tab/CR/LF
+
+
+def resolve_href(base: str, href: str, origin: str | None = None) -> str:
+    """``href`` made absolute against ``base``, without its fragment ("" when it cannot be).
+
+    A root-relative path (``/wiki/X``, most links of a site) is joined to ``origin`` directly: urljoin
+    would return the same string (it only adds dot-segment removal, and such paths fall back to it).
+    """
+    if origin is not None and _PLAIN_PATH.match(href) and "/." not in href:
+        return origin + href.split("#", 1)[0]
+    try:
+        return urldefrag(urljoin(base, href))[0]
+    except ValueError:
+        return ""
+
+
+_PARSER = threading.local()  # one lxml parser per thread (a parser is not thread-safe; building one costs ~50 us)
+
+
+def _parser() -> etree.HTMLParser:
+    p = getattr(_PARSER, "parser", None)
+    if p is None:
+        p = _PARSER.parser = etree.HTMLParser(encoding="utf-8", remove_comments=True, remove_pis=True,
+                                              no_network=True, huge_tree=True)
+    return p
+
+
+def decode_html(content: bytes, encoding: str | None = None) -> str:
+    """The text of an HTML document: its BOM, else the given charset, a ``<meta>`` charset, UTF-8, then cp1252."""
+    for name in (_bom(content), encoding, _meta_charset(content)):
+        if name:
+            try:
+                return content.decode(name, "replace")
+            except LookupError:  # an unknown charset name: try the next clue
+                continue
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError:
+        return content.decode("cp1252", "replace")
+
+
+def _bom(content: bytes) -> str | None:
+    for bom, name in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+        if content.startswith(bom):
+            return name
+    return None
+
+
+_META_CHARSET = re.compile(rb"""<meta[^>]{0,512}?charset\s*=\s*["']?\s*([a-zA-Z0-9_.:\-]{1,40})""", re.IGNORECASE)
+
+
+def _meta_charset(content: bytes) -> str | None:
+    m = _META_CHARSET.search(content, 0, 2048)
+    return m.group(1).decode("ascii") if m else None
+
+
+class _FlatteningTarget:
+    """Parser events to a tree at most ``_MAX_DEPTH`` deep: deeper tags are dropped, their text is kept."""
+
+    def __init__(self) -> None:
+        self.builder = etree.TreeBuilder()
+        self.open: list[bool] = []   # per open tag: was it built (True) or dropped (False)
+        self.depth = 0               # how many built tags are open
+
+    def start(self, tag: str, attrib: dict) -> None:
+        built = self.depth < _MAX_DEPTH
+        self.open.append(built)
+        if built:
+            self.depth += 1
+            self.builder.start(tag, dict(attrib))
+
+    def end(self, tag: str) -> None:
+        if self.open and self.open.pop():
+            self.depth -= 1
+            self.builder.end(tag)
+
+    def data(self, text: str) -> None:
+        self.builder.data(text)
+
+    def comment(self, text: str) -> None:
+        pass
+
+    def close(self) -> etree._Element:
+        while self.open:
+            self.end("")
+        return self.builder.close()
+
+
+_MAX_DEPTH = 200
+
+
+def _flattened(data: bytes) -> etree._Element | None:
+    parser = etree.HTMLParser(encoding="utf-8", target=_FlatteningTarget(), no_network=True, huge_tree=True)
+    return etree.fromstring(data, parser)
+
+
 def parse_page(content: bytes | str, url: str, encoding: str | None = None) -> Page:
-    """Render an HTML document fetched from ``url`` as a :class:`Page` (lxml parser, via BeautifulSoup)."""
-    soup = BeautifulSoup(content, "lxml", from_encoding=encoding if isinstance(content, bytes) else None)
+    """Render an HTML document fetched from ``url`` as a :class:`Page` (lxml's HTML parser; never raises)."""
+    text = content if isinstance(content, str) else decode_html(content, encoding)
+    data = text.encode("utf-8", "replace")  # lone surrogates become "?"; the parser reads UTF-8 only
+    parser = _parser()
+    try:
+        root = etree.fromstring(data, parser) if data.strip() else None
+        if root is not None and any(e.type_name == "ERR_RESOURCE_LIMIT" for e in parser.error_log):
+            root = _flattened(data)  # nested past libxml2's tree depth, whose deeper content it drops
+    except (etree.ParserError, etree.XMLSyntaxError, ValueError):
+        root = None
+    if root is None:
+        return Page(url=url, title=url, lines=[], links=[])
     base = url
-    base_tag = soup.find("base", href=True)
-    if isinstance(base_tag, Tag):
+    base_tag = root.find(".//base[@href]")
+    if base_tag is not None:
         try:
-            base = urljoin(url, str(base_tag["href"]))
+            base = urljoin(url, base_tag.get("href") or "")
         except ValueError:
             pass
-    title_tag = soup.find("title")
-    title = _SPACES.sub(" ", title_tag.get_text()).strip() if isinstance(title_tag, Tag) else ""
+    title_tag = root.find(".//title")
+    title = " ".join("".join(title_tag.itertext()).split()) if title_tag is not None else ""
     r = _Renderer(base)
-    body = soup.body if soup.body is not None else soup
-    r.walk(body)
+    body = root.find("body")
+    r.walk(body if body is not None else root)
     r.flush()
-    lines = [_SPACES.sub(" ", ln).replace(" ,", ",").replace(" .", ".").strip() for ln in r.lines]
-    return Page(url=url, title=title or url, lines=[ln for ln in lines if ln], links=r.links)
+    return Page(url=url, title=title or url, lines=r.lines, links=r.links)
 
 
 def text_page(text: str, url: str) -> Page:
