@@ -148,8 +148,8 @@ def main() -> None:
             print(f"{conc:3d} concurrent episodes: browser tool {b_ps:7.1f} pages/s  p50 "
                   f"{row['browser_p50_ms']:6.1f} ms  p99 {row['browser_p99_ms']:6.1f} ms  cpu {b_cpu:5.2f} ms/page | "
                   f"plain httpx GET {h_ps:7.1f} pages/s  p50 {row['httpx_p50_ms']:6.1f} ms  "
-                  f"p99 {row['httpx_p99_ms']:6.1f} ms  cpu {h_cpu:5.2f} ms/page | ratio x{b_ps / h_ps:.2f} pages/s, x{h_cpu / b_cpu:.2f} by CPU "
-                  f"({b_err + h_err} errors)")
+                  f"p99 {row['httpx_p99_ms']:6.1f} ms  cpu {h_cpu:5.2f} ms/page | ratio x{b_ps / h_ps:.2f} pages/s, "
+                  f"x{h_cpu / b_cpu:.2f} by CPU ({b_err + h_err} errors)")
     finally:
         proc.terminate()
         proc.wait(timeout=10)
