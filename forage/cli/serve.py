@@ -114,8 +114,8 @@ def serve_env_cmd(
     kwargs = _parse_kwargs(kwarg)
     cfg = EnvServerConfig(env_id, kwargs, session_timeout=session_timeout, max_sessions=max_sessions,
                           allow_client_kwargs=allow_client_kwargs)
-    typer.echo(f"serving {env_id} on http://{host}:{port} (POST /sessions, /sessions/ID/reset|step, "
-               "DELETE /sessions/ID, GET /health); Ctrl-C stops it", err=True)
+    typer.echo(f"serving {env_id} on http://{host}:{port} (WebSocket /ws for pipelined sessions; POST /sessions, "
+               "/sessions/ID/reset|step, DELETE /sessions/ID, GET /health); Ctrl-C stops it", err=True)
     try:
         serve_env(cfg, host, port)
     except ValueError as e:

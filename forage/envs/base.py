@@ -481,6 +481,10 @@ class ToolEnv(gym.Env[str, str]):
     async def _run_calls(self, ep: Episode, calls: list[ToolCall], errors: list[str]) -> tuple[list[ToolResult], bool]:
         if not calls:
             return [], False
+        if len(calls) == 1:  # the common turn: no list building, no gather
+            t = self.tools.get(calls[0].name)
+            res = await self._call_one(ep, calls[0])
+            return [res], t is not None and t.terminal and res.ok
         known = [self.tools.get(c.name) for c in calls]
         if all(t is None or t.concurrent for t in known) and len(calls) > 1:
             results = list(await asyncio.gather(*(self._call_one(ep, c) for c in calls)))
