@@ -304,3 +304,19 @@ def test_an_ssh_host_through_the_docker_sdks_ssh_transport(dockerd2, tmp_path, m
         assert _pool_containers(dockerd2.url, pool) == []
 
     asyncio.run(go())
+
+
+def test_an_env_built_by_name_takes_its_hosts_from_the_environment(dockerd2, monkeypatch):
+    if not dockerd2.running:
+        dockerd2.start()
+    monkeypatch.setenv("FORAGE_DOCKER_HOSTS", f"{dockerd2.url}=1")
+    env = gym.make("forage/HumanEval-v0", sandbox="docker", sandbox_config={"timeout": 10})
+    base = env.unwrapped
+    try:
+        env.reset(seed=0, options={"task_id": "HumanEval/2"})
+        obs, *_ = env.step(_call(base, "print(3 * 3)"))
+        assert "9" in obs and base.episode.state["sandbox"].host.url == dockerd2.url
+        assert base.pool.hosts.hosts[0].slots == 1
+    finally:
+        env.close()
+    assert labelled_containers(docker_client(dockerd2.url), [f"{POOL_LABEL}={base.pool.hosts.id}"]) == []

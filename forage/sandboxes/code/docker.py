@@ -240,7 +240,11 @@ class _AttachedProcess(_Process):
         except Exception:
             pass
         if not self.host.down:  # a dead daemon took its containers with it (its next start's sweep says so)
-            await asyncio.to_thread(self._remove)
+            # Finishes even when the caller is cancelled (a pool closing mid-recycle); close() waits for it.
+            fut = asyncio.ensure_future(asyncio.to_thread(self._remove))
+            self.sandbox._inflight.add(fut)
+            fut.add_done_callback(self.sandbox._inflight.discard)
+            await asyncio.shield(fut)
 
     def _remove(self) -> None:
         try:
@@ -315,7 +319,7 @@ class DockerSandbox(Sandbox):
         self.host: DockerHost | None = None
         """Where the interpreter runs (it holds one of that host's slots from its first start to close)."""
         self._epoch = 0
-        self._starts: set[asyncio.Future] = set()
+        self._inflight: set[asyncio.Future] = set()
 
     @property
     def client(self):
@@ -386,8 +390,8 @@ class DockerSandbox(Sandbox):
             # The thread runs on when the caller is cancelled (a pool closing mid-recycle): shield it, and
             # remove what it made if nobody is left to use it.
             fut = asyncio.ensure_future(asyncio.to_thread(self._create_and_attach, client))
-            self._starts.add(fut)
-            fut.add_done_callback(self._starts.discard)
+            self._inflight.add(fut)
+            fut.add_done_callback(self._inflight.discard)
             try:
                 container, sock = await asyncio.shield(fut)
             except asyncio.CancelledError:
@@ -423,8 +427,8 @@ class DockerSandbox(Sandbox):
             threading.Thread(target=self._discard, args=fut.result(), daemon=True).start()
 
     async def _cleanup(self) -> None:
-        if self._starts:  # let starts in flight finish, so the label sweep below sees their containers
-            await asyncio.wait(list(self._starts), timeout=30)
+        if self._inflight:  # let starts and removals in flight finish, so the label sweep below sees the end state
+            await asyncio.wait(list(self._inflight), timeout=30)
         host, self.host = self.host, None
         if host is None:
             return
