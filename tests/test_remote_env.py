@@ -378,3 +378,36 @@ def test_ws_sessions_of_a_killed_client_process_are_closed():
             client.wait(timeout=10)
             client.stdout.close()
         assert wait_for(lambda: health(s.url)["sessions"] == 0 and health(s.url)["ws_links"] == 0)
+
+
+@pytest.mark.timeout(60)
+def test_ws_server_that_never_answers_times_out_clearly():
+    """A WebSocket peer that accepts and reads but never replies: both clients give up after ``timeout``."""
+    import threading
+
+    from websockets.sync.server import serve
+
+    def handler(conn):
+        for _ in conn:          # read and drop everything
+            pass
+
+    with serve(handler, "127.0.0.1", 0, compression=None) as srv:
+        port = srv.socket.getsockname()[1]
+        thread = threading.Thread(target=srv.serve_forever, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{port}"
+        env = RemoteEnv(url, timeout=0.5, connect_timeout=2.0)
+        with pytest.raises(RemoteEnvError, match="did not answer create in time"):
+            env.reset(seed=0)
+        env.close()
+
+        async def areset():
+            e = RemoteEnv(url, timeout=0.5, connect_timeout=2.0)
+            try:
+                await e.areset(seed=0)
+            finally:
+                await e.aclose()
+        with pytest.raises(RemoteEnvError, match="did not answer create in time"):
+            asyncio.run(areset())           # (a hang instead would trip the test's timeout)
+        srv.shutdown()
+        thread.join(timeout=10)
