@@ -232,6 +232,21 @@ def test_entropy_has_no_autograd_unless_its_coefficient_is_set(tmp_path):
     assert ent.requires_grad
 
 
+def test_token_entropy_and_logps_match_a_full_log_softmax_across_chunks(tmp_path):
+    """token_logps' logsumexp form and chunked entropy equal torch's log_softmax over the whole vocabulary,
+    on a sequence longer than the 256-position entropy chunk (both with and without autograd)."""
+    tr = _trainer(tmp_path)
+    ids = torch.randint(0, VOCAB, (2, 600), generator=torch.Generator().manual_seed(3))
+    att = torch.ones_like(ids)
+    with torch.no_grad():
+        lsm = torch.log_softmax(tr.model(input_ids=ids, attention_mask=att).logits[:, :-1].float(), -1)
+    want_lp = lsm.gather(-1, ids[:, 1:, None]).squeeze(-1)
+    want_ent = -(lsm.exp() * lsm).sum(-1)
+    for grad in (False, True):
+        lp, ent = token_logps(tr.model, ids, att, 600, with_entropy=True, entropy_grad=grad)
+        assert torch.allclose(lp.detach(), want_lp, atol=1e-5) and torch.allclose(ent.detach(), want_ent, atol=1e-5)
+
+
 # -- hand-computed values ---------------------------------------------------------------------------------
 def test_kl_estimators_hand_values_and_k3_clamp():
     logp, ref = torch.tensor([-1.0]), torch.tensor([-2.0])    # log pi - log ref = 1

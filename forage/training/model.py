@@ -112,16 +112,20 @@ def token_logps(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     if temperature != 1.0:
         logits = logits / temperature
     target = input_ids[:, input_ids.shape[1] - keep + 1:]
-    lsm = torch.log_softmax(logits, -1)
-    logp = lsm.gather(-1, target[..., None]).squeeze(-1)
+    # log p = logit - logsumexp: no [B, T, vocab] log-softmax kept beside the logits (SmolLM2's vocabulary
+    # is 49k: that tensor is 0.8 GB per 4k tokens), and the entropy without autograd is taken in chunks
+    lse = torch.logsumexp(logits, -1)
+    logp = logits.gather(-1, target[..., None]).squeeze(-1) - lse
     ent = None
     if with_entropy:
         if entropy_grad:
-            ent = -(lsm.exp() * lsm).sum(-1)
+            ent = lse - (torch.softmax(logits, -1) * logits).sum(-1)
         else:
             with torch.no_grad():
-                d = lsm.detach()
-                ent = -(d.exp() * d).sum(-1)
+                ent = torch.empty_like(lse)
+                for i in range(0, logits.shape[1], 256):
+                    x, z = logits[:, i:i + 256].detach(), lse[:, i:i + 256].detach()
+                    ent[:, i:i + 256] = z - ((x - z[..., None]).exp() * x).sum(-1)
     return logp, ent
 
 
