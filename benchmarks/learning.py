@@ -55,7 +55,7 @@ def arm_config(arm: str, seed: int, a: argparse.Namespace, vllm_url: str | None)
         "save_final_checkpoint": False, "eval_every": a.eval_every, "tensorboard": False,
         "model": {"path": a.model},
         "rollout": {"env": "forage/LookupQA-1hop-v0", "tasks_per_step": a.tasks, "group_size": a.group,
-                    "max_new_tokens": 48, "max_context": 1024, "max_turns": 3, "temperature": 1.0,
+                    "max_new_tokens": 48, "max_context": 1024, "max_turns": 3, "temperature": a.temperature,
                     "task_pool": a.pool, "backend": "vllm", "vllm_url": vllm_url},
         "algo": {"advantage": "grpo", "clip_low": 0.2, "clip_high": 0.28, "loss_agg": "token-mean"},
         "budget": {"filter_zero_variance": True},
@@ -91,7 +91,11 @@ def cold_start(seed: int, a: argparse.Namespace, url: str, res: dict[str, Any], 
     cfg = config_from_dict(arm_config("cold", seed, a, url))
     tr = Trainer(cfg, progress=False)
     t0 = time.perf_counter()
-    tr.cold_start_once()
+    if ckpt.exists():   # made under another RL budget: the SFT depends only on the seed and the demonstrations
+        tr.model.load_state_dict(torch.load(ckpt, weights_only=True))
+        tr.warmed_up = True
+    else:
+        tr.cold_start_once()
     sft_s = time.perf_counter() - t0
     panel = res["panel"] or tr.task_ids()[-a.eval_tasks:]   # the env's last tasks: never trained on nor demonstrated
     res["panel"] = panel
@@ -271,7 +275,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arms", default="grpo,grpo+spear", help=f"comma-separated, of {', '.join(ARMS)}")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--eval-every", type=int, default=4)
     ap.add_argument("--eval-tasks", type=int, default=64)
     ap.add_argument("--tasks", type=int, default=4, help="tasks per step")
@@ -279,6 +283,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=32, help="oracle demonstrations in each seed's cold start")
     ap.add_argument("--pool", type=int, default=64, help="train on the first N tasks")
     ap.add_argument("--lr", type=float, default=1e-5)
+    ap.add_argument("--temperature", type=float, default=0.7,
+                    help="sampling temperature (also in every training log-prob); at 1.0 almost no sampled episode "
+                         "succeeds after this cold start (see the docstring)")
     ap.add_argument("--model", default="default")
     ap.add_argument("--results", default="benchmarks/results/learning.json")
     ap.add_argument("--work", default="runs/learning", help="runs and cold-start weights (not committed)")
@@ -291,7 +298,7 @@ def main() -> None:
     seeds = [int(x) for x in a.seeds.split(",")]
     path = Path(a.results)
     png = path.with_suffix(".png")
-    keys = ("steps", "eval_every", "eval_tasks", "tasks", "group", "warmup", "pool", "lr", "model")
+    keys = ("steps", "eval_every", "eval_tasks", "tasks", "group", "warmup", "pool", "lr", "temperature", "model")
     budget = {k: getattr(a, k) for k in keys}
     res: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     if res.get("args") != budget or "arms" not in res:
