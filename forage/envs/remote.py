@@ -56,6 +56,8 @@ def _restore(seen: dict[str | None, dict[str, Any]], sid: str | None, op: str, r
     info = result["info"]
     cache = seen.setdefault(sid, {})
     for key in result.pop("same", ()):
+        if key not in cache:
+            raise RemoteEnvError(f"protocol error: the server left out info[{key!r}] as unchanged, but it was never sent")
         info[key] = cache[key]
     for key, value in info.items():
         if isinstance(value, (list, dict)) or (isinstance(value, str) and len(value) > 64):
@@ -78,7 +80,7 @@ class _Mux:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.users = 0
-        self.pending: dict[int, tuple[asyncio.Future, float, str]] = {}   # id -> (reply, deadline, op)
+        self.pending: dict[int, tuple[asyncio.Future, float, str, float]] = {}   # id -> (reply, deadline, op, timeout)
         self.out: list[dict[str, Any]] = []
         self.ids = itertools.count()
         self.seen: dict[str | None, dict[str, Any]] = {}
@@ -95,6 +97,7 @@ class _Mux:
         mux = muxes.get(url)
         if mux is None or mux.broken is not None:
             mux = muxes[url] = cls(url, timeout, connect_timeout)
+        mux.timeout = min(mux.timeout, timeout)   # the sweep runs often enough for the shortest
         return mux
 
     async def _open(self) -> None:
@@ -110,8 +113,8 @@ class _Mux:
         self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._write()),
                        asyncio.create_task(self._expire())]
 
-    async def call(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Send one request and wait for its reply's ``result`` (raising the server's error)."""
+    async def call(self, op: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send one request and wait up to ``timeout`` s for its reply's ``result`` (raising the server's error)."""
         if self.ws is None:
             if self._opening is None:
                 self._opening = asyncio.ensure_future(self._open())
@@ -120,7 +123,7 @@ class _Mux:
             raise self.broken
         rid = next(self.ids)
         future = asyncio.get_running_loop().create_future()
-        self.pending[rid] = (future, time.monotonic() + self.timeout, op)
+        self.pending[rid] = (future, time.monotonic() + timeout, op, timeout)
         body["id"], body["op"] = rid, op
         self.out.append(body)
         self._wake.set()
@@ -134,11 +137,11 @@ class _Mux:
         while True:
             await asyncio.sleep(min(1.0, self.timeout / 4))
             now = time.monotonic()
-            for rid in [r for r, (_, deadline, _) in self.pending.items() if deadline < now]:
-                future, _, op = self.pending.pop(rid)
+            for rid in [r for r, entry in self.pending.items() if entry[1] < now]:
+                future, _, op, timeout = self.pending.pop(rid)
                 if not future.done():
                     future.set_exception(RemoteEnvError(f"the env server at {self.url} did not answer {op} in time "
-                                                        f"({self.timeout:g} s)"))
+                                                        f"({timeout:g} s)"))
 
     async def _write(self) -> None:
         try:
@@ -179,7 +182,7 @@ class _Mux:
             self.broken = RemoteEnvError(f"the env server at {self.url} is unreachable "
                                          f"({type(e).__name__}: {e or 'connection lost'})")
         pending, self.pending = self.pending, {}
-        for future, _, _ in pending.values():
+        for future, *_ in pending.values():
             if not future.done():
                 future.set_exception(self.broken)
 
@@ -394,7 +397,7 @@ class RemoteEnv(gym.Env[str, str]):
                     await self._mux.release()
                 self._mux, self._mux_loop = _Mux.of(self.url, self.timeout_s, self.connect_timeout_s), loop
                 self._mux.users += 1
-            return await self._mux.call(op, {**body, "session_id": sid})
+            return await self._mux.call(op, {**body, "session_id": sid}, self.timeout_s)
         except SessionExpired:
             self.session_id = None
             raise
