@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -101,6 +102,53 @@ def test_64_concurrent_clients_each_get_their_own_answer(live_service, default_r
     after = httpx.get(live_service.url + "/health", timeout=10).json()
     assert after["requests"] - before["requests"] == 64
     assert after["batches"] - before["batches"] < 64  # concurrent requests were batched together
+
+
+def test_requests_arriving_while_the_encoder_runs_join_the_next_batch(live_service, default_retriever, monkeypatch):
+    """N concurrent requests: the first encoder call is held until the rest are queued; they must all be answered
+    by one more encoder call, and each answer must equal a direct, unbatched encoder+FAISS call for its query."""
+    n, k = 24, 4
+    rng = np.random.default_rng(7)
+    docs = [default_retriever.docs[i] for i in rng.choice(len(default_retriever.docs), n, replace=False)]
+    queries = [f"{d.title}: {d.text.split('. ')[0][:120]}" for d in docs]   # distinct, never cached before
+    encoder = default_retriever.encoder
+    direct = encoder.encode_queries
+    oracle = [default_retriever.dense.search(direct([q]), k) for q in queries]   # one query per call, no service
+    batcher = live_service.app.state.batcher
+    calls: list[int] = []
+    entered = threading.Event()
+
+    def counting(texts):
+        calls.append(len(texts))
+        if len(calls) == 1:  # hold the first call until every other request is waiting in the queue
+            entered.set()
+            deadline = time.monotonic() + 120
+            while batcher.queue.qsize() < n - 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return direct(texts)
+
+    monkeypatch.setattr(encoder, "encode_queries", counting)
+    before = httpx.get(live_service.url + "/health", timeout=10).json()
+
+    async def one(client, q):
+        r = await client.post(live_service.url + "/retrieve", json={"queries": [q], "topk": k, "return_scores": True})
+        r.raise_for_status()
+        return r.json()["result"][0]
+
+    async def all_of_them():
+        async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=n)) as client:
+            first = asyncio.create_task(one(client, queries[0]))
+            assert await asyncio.to_thread(entered.wait, 120), "the first request never reached the encoder"
+            rest = await asyncio.gather(*(one(client, q) for q in queries[1:]))   # sent while the encoder runs
+            return [await first, *rest]
+
+    results = asyncio.run(all_of_them())
+    assert calls == [1, n - 1], calls   # N requests, 2 encoder calls: the late ones formed one batch
+    for got, (scores, ids) in zip(results, oracle):
+        assert [d["document"]["id"] for d in got] == [default_retriever.docs[int(i)].id for i in ids[0]]
+        assert np.allclose([d["score"] for d in got], scores[0], atol=1e-4)
+    after = httpx.get(live_service.url + "/health", timeout=10).json()
+    assert after["encoder_calls"] - before["encoder_calls"] == 2 and after["encoded"] - before["encoded"] == n
 
 
 def test_repeated_queries_hit_the_cache(live_service):

@@ -1,4 +1,4 @@
-"""The retrieval HTTP service: Search-R1's ``POST /retrieve`` with micro-batching, a query cache and ``/health``."""
+"""The retrieval HTTP service: Search-R1's ``POST /retrieve`` with dynamic batching, a query cache and ``/health``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ MAX_HITS = 131_072         # queries x effective topk per request
 MAX_TOPK = 10_000          # the most hits one query may ask for (Search-R1 serves any k FAISS can)
 MAX_QUERY_CHARS = 8192     # longer queries are cut (the encoder truncates to its max tokens anyway)
 MAX_BODY_BYTES = 64 << 20
+WAIT_FRACTION = 0.25       # a short batch waits for company up to this fraction of the last batch's compute time
 
 
 @dataclass
@@ -33,7 +34,8 @@ class ServiceConfig:
     default_topk: int = 3
     method: str = "dense"        # default search method (a request may name another)
     max_batch: int = 256         # queries per encoder+FAISS call (a larger request is streamed in chunks of it)
-    wait_ms: float = 3.0         # how long the first request of a batch waits for company
+    wait_ms: float = 3.0         # a batch smaller than the crowd in flight waits for the rest at least this long...
+    max_wait_ms: float = 500.0   # ...and at most this, or a quarter of the last batch's compute time if less
     cache_size: int = 10_000     # query embeddings kept (LRU); 0 disables
 
     def __post_init__(self) -> None:
@@ -43,8 +45,8 @@ class ServiceConfig:
             raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
         if not isinstance(self.max_batch, int) or self.max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer, got {self.max_batch!r}")
-        if not self.wait_ms >= 0 or not self.cache_size >= 0:
-            raise ValueError("wait_ms and cache_size must be >= 0")
+        if not self.wait_ms >= 0 or not self.max_wait_ms >= 0 or not self.cache_size >= 0:
+            raise ValueError("wait_ms, max_wait_ms and cache_size must be >= 0")
 
 
 class _LRU:
@@ -68,7 +70,16 @@ class _LRU:
 
 
 class Batcher:
-    """Collects concurrent requests for a few ms and answers them with encoder+FAISS calls of at most ``max_batch``.
+    """A dynamic batcher: one worker drains a queue of requests and answers each batch with one encoder call and
+    one FAISS search (per method) of at most ``max_batch`` queries.
+
+    Requests that arrive while the encoder runs wait in the queue and join the next batch. A batch
+    takes everything already queued; then, while it is smaller than the crowd in flight (those
+    queries plus the previous batch's, whose clients are reading their answers and likely to come
+    back at once), it waits for more, for a quarter of the previous batch's compute time at most
+    (at least ``wait_ms``, at most ``max_wait_ms``). A lone client therefore never waits, and a
+    steady crowd is answered in batches as large as the crowd, not split into two halves that take
+    turns (which is what a fixed few-ms window does once answering a batch outlasts the window).
 
     A request larger than ``max_batch`` is cut into chunks that queue like separate requests, so a
     Search-R1-sized batch (thousands of queries) is streamed through, interleaved with the others,
@@ -82,7 +93,12 @@ class Batcher:
         self.queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
         self._held: tuple | None = None   # an item that did not fit the last batch: it opens the next one
-        self.stats = {"requests": 0, "queries": 0, "batches": 0, "cache_hits": 0, "errors": 0, "largest_batch": 0}
+        self._queued = 0                  # queries waiting in the queue
+        self._answered = 0                # queries the previous batch answered (their clients may come back)
+        self._others = 0                  # queries already waiting when it answered them (the rest of the crowd)
+        self._compute_ms = 0.0            # how long the previous batch's encoder+FAISS call took
+        self.stats = {"requests": 0, "queries": 0, "batches": 0, "cache_hits": 0, "errors": 0, "largest_batch": 0,
+                      "encoder_calls": 0, "encoded": 0}
 
     async def start(self) -> None:
         """Start the batching worker on the running loop."""
@@ -107,6 +123,7 @@ class Batcher:
         for start in range(0, len(queries), step):
             fut = loop.create_future()
             futures.append(fut)
+            self._queued += len(queries[start:start + step])
             await self.queue.put((queries[start:start + step], k, method, fut))
         self.stats["requests"] += 1
         try:
@@ -118,29 +135,55 @@ class Batcher:
             return parts[0]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
+    async def _collect(self) -> list:
+        """The next batch: everything queued, then, while fewer than the clients seen in flight, whatever comes soon."""
+        assert self.queue is not None
+        if self._held is not None:
+            first, self._held = self._held, None
+        else:
+            first = await self.queue.get()
+            self._queued -= len(first[0])
+        batch = [first]
+        n = len(first[0])
+        cap = self.config.max_batch
+        draining = True  # still taking what was queued before this batch began (then: waiting for newcomers)
+        target = cap
+        deadline = 0.0
+        while n < cap:
+            try:
+                item = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                if draining:  # the crowd: the last batch's clients (likely back soon) and those waiting then
+                    draining = False
+                    target = min(cap, self._answered + self._others)
+                    budget = min(self.config.max_wait_ms, max(self.config.wait_ms, WAIT_FRACTION * self._compute_ms))
+                    deadline = time.perf_counter() + budget / 1000
+                timeout = deadline - time.perf_counter()
+                if n >= target or timeout <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), timeout)
+                except asyncio.TimeoutError:
+                    break
+            self._queued -= len(item[0])
+            if n + len(item[0]) > cap:
+                self._held = item
+                break
+            batch.append(item)
+            n += len(item[0])
+        self._answered = n
+        return batch
+
     async def _run(self) -> None:
         assert self.queue is not None
         while True:
-            first, self._held = (self._held, None) if self._held is not None else (await self.queue.get(), None)
-            batch = [first]
-            n = len(first[0])
-            deadline = time.perf_counter() + self.config.wait_ms / 1000
-            while n < self.config.max_batch:
-                timeout = deadline - time.perf_counter()
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), timeout) if timeout > 0 else self.queue.get_nowait()
-                except (asyncio.TimeoutError, asyncio.QueueEmpty):
-                    break
-                if n + len(item[0]) > self.config.max_batch:
-                    self._held = item
-                    break
-                batch.append(item)
-                n += len(item[0])
+            batch = await self._collect()
             by_method: dict[str, list] = {}
             for item in batch:
                 if not item[3].done():   # cancelled: the client went away
                     by_method.setdefault(item[2], []).append(item)
             for method, items in by_method.items():
+                started = time.perf_counter()
                 try:
                     results = await asyncio.to_thread(self._compute, items, method)
                 except Exception as e:  # answer every waiter, never kill the worker
@@ -149,9 +192,12 @@ class Batcher:
                         if not fut.done():
                             fut.set_exception(e)
                     continue
+                self._compute_ms = (time.perf_counter() - started) * 1000
                 for (_, _, _, fut), res in zip(items, results):
                     if not fut.done():
                         fut.set_result(res)
+            self._others = self._queued + (len(self._held[0]) if self._held is not None else 0)
+            await asyncio.sleep(0)  # let the answered handlers write their responses before the next batch waits
 
     def _compute(self, items: list, method: str) -> list[tuple[np.ndarray, np.ndarray]]:
         queries = [q for item in items for q in item[0]]
@@ -170,6 +216,8 @@ class Batcher:
             if missing:
                 texts = list(missing)
                 encoded = self.retriever.encoder.encode_queries(texts)
+                self.stats["encoder_calls"] += 1
+                self.stats["encoded"] += len(texts)
                 for q, v in zip(texts, encoded):
                     self.cache.put(q, v)
                     vectors[missing[q]] = v
@@ -222,8 +270,8 @@ def create_app(retriever: Retriever, config: ServiceConfig | None = None):
     from contextlib import asynccontextmanager
 
     from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
+    from starlette.requests import ClientDisconnect, Request
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     config = config or ServiceConfig()
@@ -234,7 +282,10 @@ def create_app(retriever: Retriever, config: ServiceConfig | None = None):
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             return _error(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
-        raw = await request.body()
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # the client went away mid-body: nobody to answer
+            return Response(status_code=499)
         if len(raw) > MAX_BODY_BYTES:
             return _error(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
         try:
