@@ -175,6 +175,60 @@ def test_checkpoint_of_two_ranks_resumes_in_one_process(tmp_path):
     tr.train_step()   # and it trains on
 
 
+@pytest.mark.slow
+def test_cli_nproc_2_on_lookupqa(tmp_path):
+    """`forage train --nproc 2` end to end: torchrun, the real engine on LookupQA (each rank its share), the cold
+    start, the held-out panel, rank 0's files and one voice, and --resume on 2 ranks."""
+    from forage.agents.models import default_model_dir, is_prepared
+    from forage.training.checkpoint import latest_checkpoint, load_checkpoint
+    from forage.training.metrics import read_metrics
+
+    if not is_prepared():
+        pytest.skip(f"SmolLM2 is not prepared at {default_model_dir()} (run `forage model prepare`)")
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(f"""
+name: cli
+out_dir: {tmp_path}
+steps: 2
+tensorboard: false
+model: {{path: tiny-random, tokenizer: default, tiny_hidden: 32, autocast: "off"}}
+rollout: {{env: forage/LookupQA-1hop-v0, tasks_per_step: 3, group_size: 2, max_new_tokens: 6, max_turns: 2, task_pool: 8}}
+warmup: {{episodes: 3, epochs: 1, lr: 1.0e-3}}
+eval_tasks: 3
+""")
+
+    def forage_train(*extra: str) -> str:
+        cmd = [sys.executable, "-m", "forage.train", "--config", str(cfg), "--nproc", "2", "--no-plot", *extra]
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+            pytest.fail(f"forage train --nproc 2 hung: {out[-6000:]}")
+        assert proc.returncode == 0, out[-6000:]
+        return out
+
+    out = forage_train()
+    assert "torchrun: 2 ranks, ddp" in out and out.count("run folder:") == 1   # rank 0 speaks, once
+    run = tmp_path / "cli"
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == [0, 1]
+    assert rows[0]["budget/episodes"] == 6   # both ranks' shares, gathered
+    lines = (run / "rollouts" / "step-000000.jsonl").read_text().splitlines()
+    tasks = [json.loads(x)["task_id"] for x in lines]
+    assert len(tasks) == 6 and all(tasks[i] == tasks[i + 1] for i in (0, 2, 4))   # the plan's order, groups whole
+    assert json.loads((run / "warmup.json").read_text())["warmup/demos"] == 3
+    ev = json.loads((run / "eval.json").read_text())
+    assert ev["after_rl"]["step"] == 2 and len(ev["panel"]) == 3
+    st = load_checkpoint(latest_checkpoint(run))
+    assert st["step"] == 2 and st["world_size"] == 2
+    out = forage_train("--resume", "--steps", "3")
+    assert "resumed at step 2" in out and "warm start" not in out
+    assert [r["step"] for r in read_metrics(run)] == [0, 1, 2]
+
+
 def test_shard_bounds_cover_each_item_once():
     from forage.training.distributed import shard_bounds
 

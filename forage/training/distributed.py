@@ -95,6 +95,14 @@ class World:
                 out[k] = float(max(r[k] for r in rows))
         return out
 
+    def broadcast_params(self, model: Any) -> None:
+        """Rank 0's parameter values into every rank's replica (after work each rank did alike, e.g. the SFT)."""
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            for p in model.parameters():
+                dist.broadcast(p.data, src=0)
+
     def barrier(self) -> None:
         """Wait for every rank."""
         import torch.distributed as dist

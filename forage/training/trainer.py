@@ -493,6 +493,8 @@ class Trainer:
         demos = list(demos) if demos is not None else self.demonstrations()
         stats = sft(self.model, demos, self.cfg.warmup, pad_id(self.tokenizer), self.cfg.optim.grad_clip,
                     self.cfg.seed + 3, self.progress)
+        if self.world is not None and self.world.strategy == "ddp":   # the replicas start RL from rank 0's weights
+            self.world.broadcast_params(self.model)
         self.warmed_up = True
         self.reference = None   # re-snapshot at the first RL step: the reference is the post-warm-start policy
         return stats
