@@ -187,7 +187,7 @@ def test_resolve_href_equals_urljoin(base, parts):
 @pytest.mark.parametrize("html", [b"", b"\x00\xff\xfe garbage", b"<div>" * 20_000 + b"deep text",
                                   b"<a href='http://[::1'>x</a>",
                                   "<p>caf\u00e9 \ud800</p>".encode("utf-8", "surrogatepass"),
-                                  b"<meta charset='no-such-charset'><p>x</p>",
+                                  b"<meta charset='no-such-charset'><p>x</p>", b"<meta charset='undefined'><p>x",
                                   b"<?xml version='1.0' encoding='latin-1'?><p>y"])
 def test_parse_page_never_raises(html):
     page = parse_page(html, "http://h:1/").paginate(100)

@@ -196,7 +196,7 @@ def decode_html(content: bytes, encoding: str | None = None) -> str:
         if name:
             try:
                 return content.decode(name, "replace")
-            except LookupError:  # an unknown charset name: try the next clue
+            except (LookupError, UnicodeError, ValueError, TypeError):  # unknown or unusable codec: next clue
                 continue
     try:
         return content.decode("utf-8")
@@ -217,6 +217,9 @@ _META_CHARSET = re.compile(rb"""<meta[^>]{0,512}?charset\s*=\s*["']?\s*([a-zA-Z0
 def _meta_charset(content: bytes) -> str | None:
     m = _META_CHARSET.search(content, 0, 2048)
     return m.group(1).decode("ascii") if m else None
+
+
+_MAX_DEPTH = 200  # where the fallback tree stops nesting (libxml2's own tree keeps 255 levels and drops the rest)
 
 
 class _FlatteningTarget:
@@ -250,8 +253,6 @@ class _FlatteningTarget:
             self.end("")
         return self.builder.close()
 
-
-_MAX_DEPTH = 200
 
 
 def _flattened(data: bytes) -> etree._Element | None:
