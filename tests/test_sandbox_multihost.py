@@ -153,6 +153,7 @@ def _call(base, code: str) -> str:
     return base.format_call("python", code=code)
 
 
+@pytest.mark.slow
 def test_a_host_killed_mid_episode_is_an_error_observation_and_the_episode_goes_on_elsewhere(dockerd2):
     pool = SandboxPool("docker", size=0, max_size=4, config=SandboxConfig(timeout=20), hosts=[dockerd2.url, None],
                        slots=2)
@@ -242,8 +243,9 @@ def test_a_killed_owners_containers_are_swept_on_every_host_at_the_next_start(do
     try:
         subprocess.run([sys.executable, "-c", STARTER, dockerd2.url], check=True, timeout=120)
         assert mine() == []
-        assert [c["Id"] for c in labelled_containers(client2, [LABEL])] == [other.id]
-        assert reap_containers(only_dead_owners=False, client=client2) == 1  # `forage sandbox reap --all`
+        assert other.id in [c["Id"] for c in labelled_containers(client2, [LABEL])]
+        assert reap_containers(only_dead_owners=False, client=client2) >= 1  # `forage sandbox reap --all`
+        assert labelled_containers(client2, [LABEL]) == []
     finally:
         try:
             other.remove(force=True)
@@ -320,3 +322,35 @@ def test_an_env_built_by_name_takes_its_hosts_from_the_environment(dockerd2, mon
     finally:
         env.close()
     assert labelled_containers(docker_client(dockerd2.url), [f"{POOL_LABEL}={base.pool.hosts.id}"]) == []
+
+
+@pytest.mark.slow
+def test_a_pool_whose_only_host_died_fails_clearly_and_takes_it_back_when_it_answers(dockerd2, monkeypatch):
+    import forage.sandboxes.code.hosts as hosts_mod
+
+    if not dockerd2.running:
+        dockerd2.start()
+
+    async def go():
+        pool = SandboxPool("docker", size=0, max_size=2, hosts=[dockerd2.url], config=SandboxConfig(timeout=10))
+        try:
+            sb = await pool.acquire()
+            assert (await sb.run("x = 1")).ok
+            old = labelled_containers(docker_client(dockerd2.url), [f"{POOL_LABEL}={pool.hosts.id}"])
+            dockerd2.kill()
+            r = await sb.run("print(x)")
+            assert r.status == "crashed" and "stopped answering" in r.stderr, r
+            await pool.release(sb)
+            with pytest.raises(SandboxUnavailable, match="no docker host"):
+                await pool.acquire()
+            dockerd2.start()  # the host comes back (its old container stopped by the restart)
+            monkeypatch.setattr(hosts_mod, "RETRY_DOWN_AFTER", 0.0)
+            async with pool.session() as sb2:
+                assert (await sb2.run("print(2 + 2)")).stdout == "4\n"
+                now = labelled_containers(docker_client(dockerd2.url), [f"{POOL_LABEL}={pool.hosts.id}"])
+                assert [c["Id"] for c in now] != [c["Id"] for c in old] and len(now) == 1  # the stale one swept
+        finally:
+            await pool.close()
+        assert labelled_containers(docker_client(dockerd2.url), [f"{POOL_LABEL}={pool.hosts.id}"]) == []
+
+    asyncio.run(go())

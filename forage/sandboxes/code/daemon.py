@@ -157,9 +157,21 @@ class ScratchDockerd:
                 time.sleep(2.0)
         return self
 
+    def _clear_stale_pidfiles(self) -> None:
+        """Remove pid files of processes gone (or left as zombies: a killed dockerd's containerd is reparented to
+        a pid 1 that may never reap it, and a new dockerd would take the zombie for a running containerd)."""
+        for pid_file in (Path(self.root, "docker.pid"), Path(self.root, "exec/containerd/containerd.pid")):
+            try:
+                pid = int(pid_file.read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if pid not in _processes_mentioning(self.root):
+                pid_file.unlink(missing_ok=True)
+
     def _start(self, wait: float) -> None:
         from .docker import ping_host
 
+        self._clear_stale_pidfiles()
         r = self.root
         cmd = ["nice", "-n", str(self.nice), "dockerd", "--host", self.url, "--data-root", f"{r}/data",
                "--exec-root", f"{r}/exec", "--pidfile", f"{r}/docker.pid", "--config-file", f"{r}/daemon.json",

@@ -68,8 +68,8 @@ BOOT = _read("/proc/sys/kernel/random/boot_id")
 def _client_for(host: str | None, timeout: float):
     import docker
 
-    if host is None:
-        return docker.from_env(timeout=timeout)
+    if host is None:  # DOCKER_HOST (ssh:// through the ssh client too, as for explicit URLs) or the default socket
+        return docker.from_env(timeout=timeout, use_ssh_client=os.environ.get("DOCKER_HOST", "").startswith("ssh://"))
     kwargs = docker.utils.kwargs_from_env()  # TLS settings of DOCKER_TLS_VERIFY / DOCKER_CERT_PATH, if any
     if not host.startswith("tcp://"):
         kwargs.pop("tls", None)
@@ -267,7 +267,7 @@ class _AttachedProcess(_Process):
             st = await asyncio.to_thread(state)
             if st is None:
                 return (f"its docker host {self.host.name} stopped answering; the next call starts a new "
-                        "interpreter on another host")
+                        "interpreter on a host that answers")
             if not st.get("Running", False):
                 break
             await asyncio.sleep(0.05)

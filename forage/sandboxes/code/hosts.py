@@ -193,7 +193,7 @@ class DockerHosts:
         exclude = set(exclude)
         deadline = time.monotonic() + wait
         while True:
-            await self._revive_due()
+            await self.revive_due()
             with self._lock:
                 if self.closed:
                     raise SandboxError("the docker hosts of this pool are closed")
@@ -244,7 +244,8 @@ class DockerHosts:
             h.down_at = time.monotonic()
         h.down, h.ready = why, False
 
-    async def _revive_due(self) -> None:
+    async def revive_due(self) -> None:
+        """Ask the hosts that have been down for :data:`RETRY_DOWN_AFTER` s again; put those that answer back."""
         now = time.monotonic()
         due = [h for h in self.hosts if h.down and now - h.down_at >= RETRY_DOWN_AFTER and now - h.last_check >= 1]
         for h in due:

@@ -242,7 +242,10 @@ class SandboxPool:
                     sb = None
                     break
                 if self.hosts is not None and not self.hosts.live() and not self._starting:
-                    raise SandboxUnavailable(f"no docker host answers ({self.hosts.describe()})")
+                    await self.hosts.revive_due()  # one may have come back
+                    if not self.hosts.live():
+                        raise SandboxUnavailable(f"no docker host answers ({self.hosts.describe()})")
+                    continue
                 try:  # a host coming back frees slots without a release: look again now and then
                     await asyncio.wait_for(cond.wait(), 1.0 if self.hosts is not None else None)
                 except asyncio.TimeoutError:
