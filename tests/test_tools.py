@@ -181,3 +181,84 @@ def test_get_format_and_truncation():
     text, cut = truncate_text("x" * 10_000, 1000)
     assert cut and len(text) <= 1000 and "truncated" in text
     assert truncate_text("short", 1000) == ("short", False)
+
+
+# -- stops: each format says where a turn ends, so the model never writes the results itself ----------
+
+def cut_at_stops(text: str, stops: tuple[str, ...]) -> str:
+    """What a server returns with ``include_stop_str_in_output``: the text up to and with the first stop."""
+    ends = [text.find(s) + len(s) for s in stops if s in text]
+    return text[: min(ends)] if ends else text
+
+
+@pytest.mark.parametrize("fmt_name", ["hermes", "xml", "openai"])
+def test_each_format_declares_its_stops(fmt_name):
+    fmt = get_format(fmt_name)
+    expected = {"hermes": ("</tool_call>",), "xml": ("</search>", "</answer>"), "openai": ()}[fmt_name]
+    assert fmt.stop_strings(TOOLS) == expected == fmt.stop_strings(list(TOOLS.values()))
+    # a search, results the model made up, and an answer based on them, all in one turn
+    fake = fmt.format_results([ToolResult("Paris is the capital.", name="search", call_id="call_0")])
+    turn = fmt.format_call(ToolCall("search", {"query": "capital of France"})) + fake + \
+        fmt.format_call(ToolCall("answer", {"text": "Paris"}))
+    cut = cut_at_stops(turn, fmt.stop_strings(TOOLS))
+    p = fmt.parse(cut, TOOLS)
+    if fmt_name == "openai":   # no stop string: the made-up results make the message invalid JSON
+        assert not p.calls and p.errors
+    else:                      # the turn ends with the search call, complete (the stop string kept)
+        assert cut.endswith(expected[0]) and "Paris" not in cut
+        assert [c.name for c in p.calls] == ["search"] and not p.errors
+
+
+@pytest.mark.parametrize("text,calls", [
+    ('<tool_call>{"name": "search", "arguments": {"query": "q"}}</tool_call>\n<tool_response>\nParis\n'
+     '</tool_response>\n<tool_call>{"name": "answer", "arguments": {"text": "Paris"}}</tool_call>', ["search"]),
+    ('<tool_response>x</tool_response><tool_call>{"name": "answer", "arguments": {"text": "x"}}</tool_call>', []),
+])
+def test_hermes_ignores_what_follows_results_the_model_wrote(text, calls):
+    p = HermesFormat().parse(text, TOOLS)
+    assert [c.name for c in p.calls] == calls
+    assert any("<tool_response>" in e and "results come only from the tools" in e for e in p.errors)
+
+
+def test_xml_ignores_what_follows_results_the_model_wrote():
+    text = "<search>capital of France</search><information>Paris is the capital.</information><answer>Paris</answer>"
+    p = XMLTagFormat().parse(text, TOOLS)
+    assert [c.name for c in p.calls] == ["search"]
+    assert any("<information>" in e for e in p.errors)
+    # a tool that is itself named like the result tag is a tool, not an imagined result
+    info = Tool("information", "Info.", {"type": "object", "properties": {"topic": {"type": "string"}},
+                                          "required": ["topic"]}, lambda topic: topic)
+    p = XMLTagFormat().parse("<information>x</information><answer>y</answer>", {**TOOLS, "information": info})
+    assert [c.name for c in p.calls] == ["information", "answer"] and not p.errors
+
+
+def test_markdown_fences_around_hermes_json():
+    p = HermesFormat().parse('<tool_call>\n```json\n{"name": "search", "arguments": {"query": "q"}}\n```\n</tool_call>', TOOLS)
+    assert [(c.name, c.arguments) for c in p.calls] == [("search", {"query": "q"})]
+
+
+# -- totality: inputs that used to raise out of parse() (and so out of env.step) -------------------------
+
+@pytest.mark.parametrize("fmt_name", ["hermes", "xml", "openai"])
+@pytest.mark.parametrize("body,needle", [
+    ("[" * 20_000, "nested more than"),                      # json.loads: RecursionError
+    ('{"a":' * 20_000, "nested more than"),
+    ("7" * 5_000, "digits"),                                  # int(): ValueError past 4,300 digits
+    ('{"name": "search", "arguments": {"query": ' + "9" * 5_000 + "}}", "digits"),
+])
+def test_hostile_json_is_an_error_not_an_exception(fmt_name, body, needle):
+    @tool
+    def move(x: int, y: int) -> str:
+        """Two required parameters: an XML body must be their JSON object."""
+        return f"{x},{y}"
+
+    wrap = {"hermes": "<tool_call>{}</tool_call>", "xml": "<move>{}</move>", "openai": "[{}]"}[fmt_name]
+    p = get_format(fmt_name).parse(wrap.replace("{}", body, 1), {**TOOLS, "move": move})
+    assert not p.calls and any(needle in e for e in p.errors), p.errors
+
+
+def test_problems_are_capped():
+    from forage.tools.formats import MAX_ERRORS
+
+    p = HermesFormat().parse("<tool_call>nope</tool_call>" * 10_000, TOOLS)
+    assert len(p.errors) == MAX_ERRORS and p.errors[-1] == f"... and {10_000 - MAX_ERRORS + 1} more problems like these"

@@ -179,3 +179,96 @@ def test_trainer_turn_limit_defaults_to_the_envs_own():
     assert env.max_turns == 6   # LookupQA's own
     three = engine_config(config_from_dict({"rollout": {"max_turns": 3}}).rollout, version=0)
     assert three.max_turns == 3 and three.env_kwargs["max_turns"] == 3
+
+
+# -- ChatRunner (message level) over a real HTTP server on 127.0.0.1 -------------------------------
+
+def chat_server(turns: list[str], report_stop: bool, requests: list[dict[str, Any]]):
+    """An OpenAI-style /v1/chat/completions that plays ``turns`` and cuts them at the request's stops.
+
+    Like OpenAI (and vLLM's chat endpoint) it drops the matched stop string from ``content``;
+    ``report_stop`` adds vLLM's ``stop_reason`` (which stop matched), as OpenAI does not.
+    """
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from forage.asgi_thread import ThreadedASGIServer
+
+    async def completions(request: Request) -> JSONResponse:
+        body = await request.json()
+        requests.append(body)
+        turn = sum(1 for m in body["messages"] if m["role"] == "assistant")
+        text = turns[min(turn, len(turns) - 1)]
+        found = [(text.find(s), s) for s in body.get("stop") or [] if s in text]
+        choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+        if found:
+            at, stop = min(found)
+            text = text[:at]
+            if report_stop:
+                choice["stop_reason"] = stop
+        choice["message"] = {"role": "assistant", "content": text}
+        return JSONResponse({"choices": [choice], "usage": {"completion_tokens": len(text) // 4}})
+
+    async def models(request: Request) -> JSONResponse:
+        return JSONResponse({"data": [{"id": "stub"}]})
+
+    app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"]),
+                            Route("/v1/models", models)])
+    return ThreadedASGIServer(app)
+
+
+@pytest.mark.parametrize("report_stop", [False, True], ids=["openai_style", "vllm_style"])
+@pytest.mark.parametrize("fmt_name", ["hermes", "xml"])
+def test_chat_runner_sends_the_formats_stops_and_restores_them(fmt_name, report_stop):
+    import asyncio
+
+    from forage.agents import ChatRunner, OpenAIPolicy
+
+    env = gym.make(ENV, tool_format=fmt_name).unwrapped
+    env.reset(seed=0)
+    oracle = env.oracle_actions(env.episode.task)
+    requests: list[dict[str, Any]] = []
+    with chat_server([imagined_turn(fmt_name, oracle[0]), *oracle[1:]], report_stop, requests) as server:
+        async def main():
+            policy = OpenAIPolicy(server.url, use_tools=False, retries=0)
+            try:
+                return await ChatRunner(policy).run(lambda: gym.make(ENV, tool_format=fmt_name).unwrapped, [0])
+            finally:
+                await policy.aclose()
+
+        t = asyncio.run(main())[0]
+    assert t.error is None, t.error
+    assert all(r["stop"] == list(env.stop_strings()) and "tools" not in r for r in requests)
+    first = t.messages[2]["content"]
+    assert first == oracle[0]   # the cut-off stop string is back: the env saw the complete call
+    assert [c["name"] for c in t.messages[3]["tool_calls"]] == ["lookup"] and not t.messages[3]["errors"]
+    assert t.num_turns == 3 and t.terminated and t.answer == "Vawusstead"
+
+
+def test_chat_runner_turn_limit_ends_the_episode_through_the_env():
+    import asyncio
+
+    from forage.agents import ChatRunner, OpenAIPolicy
+
+    think_call = '<tool_call>{"name": "think", "arguments": {"note": "hm"}}</tool_call>'
+    envs: list[RecordingEnv] = []
+    seen: list[list[str]] = []
+
+    def make() -> RecordingEnv:
+        envs.append(RecordingEnv(max_turns=8))
+        return envs[-1]
+
+    with chat_server([think_call], True, []) as server:
+        async def main():
+            policy = OpenAIPolicy(server.url, use_tools=False, retries=0)
+            try:
+                return await ChatRunner(policy, RolloutConfig(max_turns=2)).run(
+                    make, [0], on_done=lambda _t: seen.append(list(envs[0].log)))
+            finally:
+                await policy.aclose()
+
+        t = asyncio.run(main())[0]
+    assert t.error is None and t.num_turns == 2 and t.truncated and t.stop_reason == "max_turns"
+    assert seen[0] == ["score:max_turns", "teardown"] and t.reward_components["correct"] == 0.0

@@ -87,9 +87,11 @@ class OpenAIPolicy:
         except (KeyError, IndexError, TypeError) as e:
             raise PolicyError(f"malformed chat completion: {e}") from e
         usage = data.get("usage") or {}
-        return {"content": msg.get("content") or "", "tool_calls": msg.get("tool_calls") or [],
-                "finish_reason": choice.get("finish_reason"), "completion_tokens": usage.get("completion_tokens", 0),
-                "stop_reason": choice.get("stop_reason")}   # vLLM says which stop string matched
+        reply = {"content": msg.get("content") or "", "tool_calls": msg.get("tool_calls") or [],
+                 "finish_reason": choice.get("finish_reason"), "completion_tokens": usage.get("completion_tokens", 0)}
+        if "stop_reason" in choice:   # vLLM says which stop string matched (None: the end-of-turn token)
+            reply["stop_reason"] = choice["stop_reason"]
+        return reply
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
@@ -109,14 +111,15 @@ class ChatRunner:
         text = reply["content"]
         if reply.get("finish_reason") != "stop" or not stops or text.endswith(tuple(stops)):
             return text
-        said = reply.get("stop_reason")
-        if isinstance(said, str):
-            return text + said if said in stops else text
+        if "stop_reason" in reply:   # the server said which stop matched, if any
+            said = reply["stop_reason"]
+            return text + said if isinstance(said, str) and said in stops else text
+        # OpenAI does not say: the stop that completes one more call is the one that was cut
         fmt, tools = getattr(env, "tool_format", None), getattr(env, "tools", None)
         if fmt is None or tools is None:
             return text
         have = len(fmt.parse(text, tools).calls)
-        for s in stops:   # the stop that completes one more call is the one that was cut
+        for s in stops:
             if len(fmt.parse(text + s, tools).calls) > have:
                 return text + s
         return text

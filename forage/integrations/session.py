@@ -37,6 +37,9 @@ class _PlainResults(ToolCallFormat):
     def instructions(self, tools):  # type: ignore[no-untyped-def]
         return self.inner.instructions(tools)
 
+    def stop_strings(self, tools):  # type: ignore[no-untyped-def]
+        return self.inner.stop_strings(tools)
+
     def format_results(self, results: Sequence[ToolResult]) -> str:
         return "\n".join(r.content for r in results)
 
@@ -167,15 +170,10 @@ class EnvSession:
         ep = self.env.episode
         if ep is None or ep.done:
             return self.reward
-        ep.done, ep.stop_reason = True, "policy_stopped"
-        try:
-            scored = self.env.score(ep)
-        finally:
-            await self.env._teardown(ep)
-        for k, v in scored.items():
+        reward, info = await self.env.aend_episode("policy_stopped")
+        for k, v in info["rewards"].items():
             self.components[k] = self.components.get(k, 0.0) + float(v)
-            ep.reward_totals[k] = ep.reward_totals.get(k, 0.0) + float(v)
-        self.reward += float(sum(self.env.reward_weights.get(k, 1.0) * v for k, v in scored.items()))
+        self.reward += reward
         return self.reward
 
     def close(self) -> None:
