@@ -384,7 +384,8 @@ class DockerSandbox(Sandbox):
             try:
                 client = docker_client(host.url)
             except SandboxUnavailable as e:
-                await asyncio.to_thread(self.hosts.check, host, e)
+                if await asyncio.to_thread(self.hosts.check, host, e):
+                    raise SandboxError(f"docker at {host.name} answers pings but not the client: {e}") from None
                 tried.add(host)
                 continue
             # The thread runs on when the caller is cancelled (a pool closing mid-recycle): shield it, and
