@@ -5,8 +5,9 @@ Inputs: 50,000 unclosed ``<tool_call>`` tags (550,000 characters; the old Hermes
 random order), 1 MB of deep ``[`` nesting (inside a Hermes block and bare, for the OpenAI format) and a
 1 MB JSON array of strings (decoded in full by the OpenAI format). Baseline, timed side by side on the same string: one
 ``str.count("<")`` pass, the least any tag parser must do (read each character once). ``--old PATH``
-also times another ``formats.py`` (e.g. ``git show REV:forage/tools/formats.py > /tmp/old.py``), each
-parse in a child process killed after ``--timeout`` seconds.
+also times another ``formats.py`` (e.g. ``git show REV:forage/tools/formats.py > /tmp/old.py``), once each,
+in a child process killed after ``--timeout`` wall-clock seconds. Times are CPU seconds of the parsing
+thread (best of 5; one run for the old parser).
 
     .venv/bin/python benchmarks/parsers.py [--old /tmp/old_formats.py] [--timeout 300]
 """
@@ -63,12 +64,13 @@ def inputs() -> dict[str, str]:
 
 
 def best_of(fn: Any, repeats: int = 5) -> float:
-    """Fastest of ``repeats`` timings (the least disturbed by other load)."""
+    """Least CPU time of this thread over ``repeats`` runs (a parse is single-threaded: on an idle machine
+    this is its wall time; on a loaded one it leaves out the time spent waiting for a core)."""
     best = float("inf")
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = time.thread_time()
         fn()
-        best = min(best, time.perf_counter() - t)
+        best = min(best, time.thread_time() - t)
     return best
 
 
@@ -84,12 +86,12 @@ def _old_child(path: str, fmt: str, name: str, out: Any) -> None:
     mod = _load(path)
     text = inputs()[name]
     parser = mod.FORMATS[fmt]()
-    t = time.perf_counter()
+    t = time.thread_time()
     try:
         parser.parse(text, TOOLS)
-        out.put(("ok", time.perf_counter() - t))
+        out.put(("ok", time.thread_time() - t))
     except BaseException as e:  # noqa: BLE001 - the old parser's crash is a result here
-        out.put((f"raised {type(e).__name__}", time.perf_counter() - t))
+        out.put((f"raised {type(e).__name__}", time.thread_time() - t))
 
 
 def time_old(path: str, fmt: str, name: str, timeout: float) -> str:
