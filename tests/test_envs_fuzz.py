@@ -38,8 +38,13 @@ def skip_if_unavailable(env_id: str) -> None:
 
 
 def get_env(env_id: str) -> gym.Env:
-    """One env per id for the whole module (heavy envs start sandboxes/services once)."""
+    """One env per id for the whole module (heavy envs start sandboxes/services once). At most one TextWorld
+    game interpreter is kept open at a time: two fresh-clone CI runs died with SIGSEGV/SIGBUS in the TextWorld
+    checker while another TextWorld env was still open beside it (native interpreter state)."""
     if env_id not in _ENVS:
+        if "TextWorld" in env_id:
+            for other in [k for k in _ENVS if "TextWorld" in k]:
+                _ENVS.pop(other).close()
         _ENVS[env_id] = gym.make(env_id)
         _ENVS[env_id].reset(seed=0)
     return _ENVS[env_id]
