@@ -151,7 +151,9 @@ async def test_fork_bomb_is_contained(pool):
 async def test_memory_bomb_is_contained(pool):
     r = await attack(pool, "hog = []\nwhile True:\n    hog.append(bytearray(8 << 20))")
     assert r.status in ("error", "crashed"), r
-    assert "MemoryError" in r.stderr or "out of memory" in r.to_text(), r
+    # contained either by Python (MemoryError), by our limit's message, or by the cgroup's OOM killer (SIGKILL:
+    # status 137, seen under gVisor on a loaded machine); the pool must serve the next call in every case
+    assert "MemoryError" in r.stderr or "out of memory" in r.to_text() or r.exit_code in (-9, 137), r
     await assert_pool_serves(pool)
 
 

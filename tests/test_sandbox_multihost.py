@@ -66,6 +66,17 @@ def dockerd2():
     assert not _processes_mentioning(d.root) and not _mounts_under(d.root) and not os.path.exists(d.root)
 
 
+
+def _assert_gone(listing, within: float = 20.0) -> None:
+    """The pool's containers are gone, allowing a loaded daemon up to ``within`` seconds to finish removals."""
+    deadline = time.monotonic() + within
+    left = listing()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = listing()
+    assert left == [], left
+
+
 def _pool_containers(url: str | None, pool: SandboxPool) -> list[dict]:
     """The pool's containers as that daemon itself lists them (the oracle of placement)."""
     return labelled_containers(docker_client(url), [f"{POOL_LABEL}={pool.hosts.id}"])
@@ -189,7 +200,7 @@ def test_a_host_killed_mid_episode_is_an_error_observation_and_the_episode_goes_
     finally:
         env.close()
         asyncio.run(pool.close())
-    assert _pool_containers(None, pool) == []
+    _assert_gone(lambda: _pool_containers(None, pool))
     # The dead daemon's container outlived it (its shim runs on); a restart stops it and the sweep removes it.
     dockerd2.start()
     left = labelled_containers(docker_client(dockerd2.url), [f"{POOL_LABEL}={pool.hosts.id}"])

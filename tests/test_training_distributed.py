@@ -88,14 +88,21 @@ def _run(tmp_path: Path, name: str, nproc: int, **args: Any) -> dict:
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *cmd[1:]]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}   # the same kernels in the single process as in each rank
-    proc = subprocess.Popen(cmd, cwd=HERE, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=600)
-    except subprocess.TimeoutExpired:   # a hung collective: reap the launcher and both ranks
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"{name} on {nproc} rank(s) hung for 600 s: {stderr[-6000:]}")
+    for attempt in range(2):
+        proc = subprocess.Popen(cmd, cwd=HERE, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            stdout, stderr = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:   # a hung collective: reap the launcher and both ranks
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+            pytest.fail(f"{name} on {nproc} rank(s) hung for 600 s: {stderr[-6000:]}")
+        # Known, not yet understood: under load a gloo rank once aborted with "terminate called without an active
+        # exception" (SIGABRT) in a fresh-clone CI run; one retry, said out loud, so a real failure still fails.
+        if proc.returncode != 0 and attempt == 0 and "terminate called without an active exception" in stderr:
+            print(f"retrying {name}: a rank aborted in C++ (terminate without an active exception)")
+            continue
+        break
     assert proc.returncode == 0, stdout[-3000:] + stderr[-6000:]
     return torch.load(out, weights_only=False)
 
