@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -304,8 +303,7 @@ def main() -> None:
     if res.get("args") != budget or "arms" not in res:
         if res and not a.report:
             print(f"{path} holds another budget ({res.get('args')}); starting a new results file")
-        res = {"args": budget, "panel": [], "cold_start": {}, "arms": {},
-               "machine": f"{platform.processor() or platform.machine()}"}
+        res = {"args": budget, "panel": [], "cold_start": {}, "arms": {}}
     if a.report:
         report(res, png)
         _save(path, res)

@@ -68,27 +68,23 @@ def update_floor(model: Any, trajs: list[Any], micro_batch_tokens: int, pad: int
     import copy
 
     from forage.training.model import token_logps
-    from forage.training.packing import collate, pack_by_tokens, policy_window
+    from forage.training.update import micro_batches
 
     m = copy.deepcopy(model)
     m.train()
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=lr)
-    opt.zero_grad()
-    # AdamW's state is allocated on its first step: take one untimed step so the timed one is a steady step
-    t0 = None
-    for timed in (False, True):
-        if timed:
-            t0 = time.perf_counter()
-        for idx in pack_by_tokens([len(t.token_ids) for t in trajs], micro_batch_tokens):
-            b = collate([trajs[i] for i in idx], pad)
-            keep = policy_window(b["loss_mask"])
-            if keep is None:
-                continue
-            T = b["loss_mask"].shape[1]
+    device = next(m.parameters()).device
+
+    def one_step() -> None:
+        for _, keep, b in micro_batches(trajs, micro_batch_tokens, pad, device):
             logp, _ = token_logps(m, b["input_ids"], b["attention_mask"], keep)
-            (logp * b["loss_mask"][:, T - keep + 1:]).sum().backward()
+            (logp * b["mask"]).sum().backward()
         opt.step()
         opt.zero_grad()
+
+    one_step()   # AdamW allocates its state on the first step: time the second, a steady one
+    t0 = time.perf_counter()
+    one_step()
     dt = time.perf_counter() - t0
     del m, opt
     return dt
@@ -191,7 +187,7 @@ def main() -> None:
               f"{row['time/env_s']:.1f}, update {row['time/update_s']:.1f}, sync {row['time/weight_sync_s']:.1f}) | "
               f"floor {row['floor/step_s']:.1f} s (vLLM {gen_s:.1f} for {gen_tok} tokens, fwd+bwd+AdamW {upd_s:.1f})",
               flush=True)
-    tr.source.close() if hasattr(tr.source, "close") else None
+    tr.source.close()
     med = lambda k: statistics.median(r[k] for r in rows)   # noqa: E731
     res: dict[str, Any] = {"machine": describe_machine(), "config": a.config, "steps": rows,
                            "forage_step_s": med("time/step_s"), "floor_step_s": med("floor/step_s")}

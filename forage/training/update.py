@@ -20,7 +20,7 @@ from .config import CovConfig
 from .model import Reference, token_logps
 from .packing import collate, pack_by_tokens, policy_tokens, policy_window
 
-__all__ = ["LossTerm", "accumulate", "recompute_logprobs"]
+__all__ = ["LossTerm", "accumulate", "micro_batches", "recompute_logprobs"]
 
 
 @dataclass
@@ -41,7 +41,9 @@ class LossTerm:
     generator: torch.Generator | None = None
 
 
-def _micro_batches(trajs: Sequence[Trajectory], max_tokens: int, pad: int, device: torch.device):
+def micro_batches(trajs: Sequence[Trajectory], max_tokens: int, pad: int, device: torch.device):
+    """(indices, policy window, tensors) of each packed micro-batch that holds policy tokens; ``mask`` and
+    ``old`` are aligned with :func:`token_logps`' output."""
     for idx in pack_by_tokens([len(t.token_ids) for t in trajs], max_tokens):
         batch = collate([trajs[i] for i in idx], pad)
         keep = policy_window(batch["loss_mask"])
@@ -74,7 +76,7 @@ def accumulate(model: Any, trajs: Sequence[Trajectory], advantages: Sequence[flo
         adv_all = adv_all.clamp(min=0.0)
     st = {"loss": 0.0, "entropy": 0.0, "clipfrac": 0.0, "kl": 0.0, "ratio_mean": 0.0, "ratio_max_dev": 0.0, "logp_gap": 0.0,
           "cov_removed": 0.0, "cov_penalised": 0.0}
-    for idx, keep, b in _micro_batches(trajs, micro_batch_tokens, pad, device):
+    for idx, keep, b in micro_batches(trajs, micro_batch_tokens, pad, device):
         mask = b["mask"]
         adv = adv_all[idx][:, None].to(device) * mask
         ref = None
@@ -119,7 +121,7 @@ def recompute_logprobs(model: Any, trajs: Sequence[Trajectory], temperature: flo
     device = next(model.parameters()).device
     moved, n = 0.0, 0
     with torch.no_grad():
-        for idx, keep, b in _micro_batches(trajs, micro_batch_tokens, pad, device):
+        for idx, keep, b in micro_batches(trajs, micro_batch_tokens, pad, device):
             logp, _ = token_logps(model, b["input_ids"], b["attention_mask"], keep, temperature)
             T = b["input_ids"].shape[1]
             start = T - keep + 1
