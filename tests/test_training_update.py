@@ -137,6 +137,40 @@ def test_temperature_divides_the_logits_in_training_logprobs(tmp_path):
     assert st["pg/recompute_gap"] > 1e-3 and st["pg/ratio_max_dev"] == 0.0
 
 
+def test_one_epoch_takes_the_behaviour_logprobs_from_the_update_forward(tmp_path):
+    """auto at T != 1 with one epoch skips the separate recompute pass: the episodes' stored log-probs equal a
+    hand-computed log_softmax(logits / T) of the initial weights, and the logged gap, the ratio and the step's
+    parameters equal those of a run that recomputes in its own no-grad pass."""
+    runs = {}
+    for mode in ("auto", "recompute"):
+        tr = _trainer(tmp_path / mode, **{"rollout.temperature": 0.7, "algo.behaviour_logprobs": mode,
+                                          "optim.micro_batch_tokens": 24})
+        trajs = _episodes(tr.model, n=6)
+        if mode == "auto":
+            with torch.no_grad():
+                want = []
+                for t in trajs:
+                    logits = tr.model(input_ids=torch.tensor([t.token_ids])).logits[0].float() / 0.7
+                    want.append([float(torch.log_softmax(logits[p - 1], -1)[t.token_ids[p]]) if m else 0.0
+                                 for p, m in enumerate(t.loss_mask)])
+            init = {k: p.detach().clone() for k, p in tr.model.named_parameters()}
+        st = tr.update(trajs, [1.0, -1.0, 0.5, -0.5, 1.0, -0.25])
+        runs[mode] = (st, [list(t.logprobs) for t in trajs],
+                      {k: p.detach().clone() for k, p in tr.model.named_parameters()})
+    (fst, flp, fp), (rst, rlp, rp) = runs["auto"], runs["recompute"]
+    for got, w, t in zip(flp, want, trajs):
+        assert [g for g, m in zip(got, t.loss_mask) if m] == pytest.approx([x for x, m in zip(w, t.loss_mask) if m],
+                                                                          abs=1e-5)
+    assert rst["pg/recompute_gap"] > 1e-3   # T = 0.7 vs the rollout's T = 1 values: the values do move
+    assert fst["pg/recompute_gap"] == pytest.approx(rst["pg/recompute_gap"], rel=1e-5)
+    assert fst["pg/ratio_max_dev"] == 0.0 and fst["pg/clipfrac"] == 0.0
+    for a, b in zip(flp, rlp):
+        assert a == pytest.approx(b, abs=1e-6)
+    assert max(float((fp[k] - init[k]).abs().max()) for k in fp) > 1e-6   # the step did move the weights
+    for k in fp:
+        torch.testing.assert_close(fp[k], rp[k], rtol=0, atol=1e-7)
+
+
 def test_top_p_below_one_is_refused():
     with pytest.raises(ConfigError, match="rollout.top_p"):
         config_from_dict({"rollout": {"top_p": 0.9}})

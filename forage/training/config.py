@@ -163,7 +163,9 @@ class AlgoConfig:
     entropy_coef: float = 0.0
     loss_agg: LossAgg = "token-mean"      # seq-mean-token-sum-norm is Dr.GRPO's
     norm_len: int | None = None           # Dr.GRPO's constant: None = the generation budget (see generation_budget)
-    behaviour_logprobs: Literal["auto", "rollout", "recompute"] = "auto"   # auto: recompute iff temperature != 1
+    # auto: recompute iff temperature != 1 (taken from the update's own forward when one epoch on one process
+    # makes that exact); recompute: always, in a separate no-grad pass; rollout: the sampler's values
+    behaviour_logprobs: Literal["auto", "rollout", "recompute"] = "auto"
     ppo_epochs: int = 1
     filter_overlong: bool = False         # drop episodes cut by the context/token limit
     filter_repetitive: bool = False       # drop episodes whose generated tokens repeat n-grams

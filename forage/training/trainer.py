@@ -256,11 +256,16 @@ class Trainer:
         a, r, o, T = self.cfg.algo, self.cfg.replay, self.cfg.optim, self.cfg.rollout.temperature
         pad = pad_id(self.tokenizer)
         out: dict[str, float] = {}
-        if trajs and (a.behaviour_logprobs == "recompute" or (a.behaviour_logprobs == "auto" and T != 1.0)):
+        recompute = a.behaviour_logprobs == "recompute" or (a.behaviour_logprobs == "auto" and T != 1.0)
+        # auto on one process with one epoch: the update's own forward gives the values a recompute pass would
+        # (same weights, no step in between), so that pass is skipped and its log-probs are taken from the update
+        fused = recompute and a.behaviour_logprobs == "auto" and a.ppo_epochs == 1 and self.world is None
+        if trajs and recompute and not fused:
             out["pg/recompute_gap"] = self._recompute(trajs, T, pad)
         norm_len = float(self.cfg.generation_budget())
         pg_term = LossTerm(a.clip_low, a.clip_high, a.cov, a.loss_agg, norm_len, T, kl_coef=a.kl_coef,
-                           kl_estimator=a.kl_estimator, entropy_coef=a.entropy_coef, generator=self.cov_gen)
+                           kl_estimator=a.kl_estimator, entropy_coef=a.entropy_coef, generator=self.cov_gen,
+                           old_is_current=fused)
         sil_term = LossTerm(r.clip_low, r.clip_high, r.cov, a.loss_agg, norm_len, T, weight=replay_weight,
                             clamp_negative=True, generator=self.sil_cov_gen)
         params = [p for _, p in trainable(self.model)]
@@ -278,6 +283,8 @@ class Trainer:
                                 "pg/logp_gap": pg["logp_gap"],
                                 "pg/kl": pg["kl"], "pg/cov_removed": pg["cov_removed"],
                                 "pg/cov_penalised": pg["cov_penalised"], "pg/tokens": pg["tokens"]})
+                    if fused:
+                        out["pg/recompute_gap"] = pg["recompute_gap"]
             if with_sil:
                 sil = self._accumulate([e.traj for e, _ in replay], [x for _, x in replay], sil_term, pad)
                 out.update({"loss/sil": sil["loss"], "sil/episodes": float(len(replay)), "sil/clipfrac": sil["clipfrac"],

@@ -39,6 +39,8 @@ class LossTerm:
     kl_estimator: str = "k3"
     entropy_coef: float = 0.0
     generator: torch.Generator | None = None
+    old_is_current: bool = False       # the old log-probs are this pass's own, detached (exact for one epoch):
+    #                                    the episodes' behaviour log-probs are replaced by them, as a recompute would
 
 
 def micro_batches(trajs: Sequence[Trajectory], max_tokens: int, pad: int, device: torch.device):
@@ -63,8 +65,10 @@ def accumulate(model: Any, trajs: Sequence[Trajectory], advantages: Sequence[flo
 
     Returns per-token means over the term's policy tokens: ``entropy``, ``clipfrac``, ``kl``,
     ``ratio_mean``, ``ratio_max_dev`` (max |ratio - 1|), ``logp_gap`` (mean |log-prob - behaviour log-prob|:
-    the train/rollout mismatch of precision and kernels, before any update), the counts ``cov_removed`` /
-    ``cov_penalised`` / ``tokens``, and ``loss`` (the term's unweighted loss). ``num_tokens`` / ``num_seqs``
+    the train/rollout mismatch of precision and kernels, before any update), ``recompute_gap`` (with
+    ``term.old_is_current``: mean |log-prob - the episodes' log-probs before this pass replaced them|, what
+    :func:`recompute_logprobs` returns), the counts ``cov_removed`` / ``cov_penalised`` / ``tokens``, and
+    ``loss`` (the term's unweighted loss). ``num_tokens`` / ``num_seqs``
     (default: those of ``trajs``) are the loss's normalisers: a rank passes the whole batch's.
     """
     device = next(model.parameters()).device
@@ -75,7 +79,7 @@ def accumulate(model: Any, trajs: Sequence[Trajectory], advantages: Sequence[flo
     if term.clamp_negative:
         adv_all = adv_all.clamp(min=0.0)
     st = {"loss": 0.0, "entropy": 0.0, "clipfrac": 0.0, "kl": 0.0, "ratio_mean": 0.0, "ratio_max_dev": 0.0, "logp_gap": 0.0,
-          "cov_removed": 0.0, "cov_penalised": 0.0}
+          "recompute_gap": 0.0, "cov_removed": 0.0, "cov_penalised": 0.0}
     for idx, keep, b in micro_batches(trajs, micro_batch_tokens, pad, device):
         mask = b["mask"]
         adv = adv_all[idx][:, None].to(device) * mask
@@ -86,6 +90,10 @@ def accumulate(model: Any, trajs: Sequence[Trajectory], advantages: Sequence[flo
             ref = reference.logps(b["input_ids"], b["attention_mask"], keep, term.temperature)
         logp, ent = token_logps(model, b["input_ids"], b["attention_mask"], keep, term.temperature,
                                 with_entropy=True, entropy_grad=term.entropy_coef != 0)
+        if term.old_is_current:   # one epoch: a separate no-grad pass would compute exactly these values
+            st["recompute_gap"] += float(((logp.detach() - b["old"]).abs() * mask).sum())
+            b["old"] = logp.detach()
+            _write_logprobs(trajs, idx, keep, b["input_ids"].shape[1], b["old"])
         pl = L.policy_loss(logp, b["old"], adv, mask, term.clip_low, term.clip_high, term.cov, term.generator)
         per_tok = pl.per_token
         if ref is not None:
@@ -108,10 +116,31 @@ def accumulate(model: Any, trajs: Sequence[Trajectory], advantages: Sequence[flo
         st["ratio_max_dev"] = max(st["ratio_max_dev"], float(dev.max()) if dev.numel() else 0.0)
         st["cov_removed"] += pl.cov_removed
         st["cov_penalised"] += pl.cov_penalised
-    for k in ("entropy", "clipfrac", "kl", "ratio_mean", "logp_gap"):
+    for k in ("entropy", "clipfrac", "kl", "ratio_mean", "logp_gap", "recompute_gap"):
         st[k] /= num_tokens
     st["tokens"] = num_tokens
     return st
+
+
+def _write_logprobs(trajs: Sequence[Trajectory], idx: Sequence[int], keep: int, width: int,
+                    logp: torch.Tensor) -> tuple[float, int]:
+    """Store a micro-batch's log-probs (``token_logps``' output over the last ``keep`` positions of a
+    ``width``-wide batch) as its episodes' behaviour log-probs; returns (sum |new - old|, count)."""
+    moved, n = 0.0, 0
+    start = width - keep + 1
+    vals = logp.detach().float().cpu().tolist()
+    for row, i in enumerate(idx):
+        t = trajs[i]
+        lp = list(t.logprobs)
+        for j in range(keep - 1):
+            pos = start + j
+            if pos < len(t.token_ids) and t.loss_mask[pos]:
+                v = vals[row][j]
+                moved += abs(v - lp[pos])
+                n += 1
+                lp[pos] = v
+        t.logprobs = lp
+    return moved, n
 
 
 def recompute_logprobs(model: Any, trajs: Sequence[Trajectory], temperature: float, micro_batch_tokens: int,
@@ -123,17 +152,6 @@ def recompute_logprobs(model: Any, trajs: Sequence[Trajectory], temperature: flo
     with torch.no_grad():
         for idx, keep, b in micro_batches(trajs, micro_batch_tokens, pad, device):
             logp, _ = token_logps(model, b["input_ids"], b["attention_mask"], keep, temperature)
-            T = b["input_ids"].shape[1]
-            start = T - keep + 1
-            for row, i in enumerate(idx):
-                t = trajs[i]
-                lp = list(t.logprobs)
-                for j in range(keep - 1):
-                    pos = start + j
-                    if pos < len(t.token_ids) and t.loss_mask[pos]:
-                        v = float(logp[row, j])
-                        moved += abs(v - lp[pos])
-                        n += 1
-                        lp[pos] = v
-                t.logprobs = lp
+            m, c = _write_logprobs(trajs, idx, keep, b["input_ids"].shape[1], logp)
+            moved, n = moved + m, n + c
     return moved / n if n else 0.0
