@@ -12,6 +12,12 @@ samples (T = 1) almost no successful episode, so most GRPO groups are all-zero a
 That is the situation SPEAR's tool-call curriculum (a dense reward for calling the tool) and its
 self-imitation replay (re-training on the rare good episodes) are meant for.
 
+The reward is the outcome alone (1 for a correct answer, else 0), as Search-R1 trains, unless
+``--format-weight`` brings back LookupQA's per-turn format penalty (-0.1 a turn without a well-formed call).
+With that penalty, the first results (``learning_format_penalty.json``) collapsed on one seed of two: while
+correct episodes were rare, the penalty was most of the groups' variance, and GRPO learned to answer at
+once with a guess (no penalty, no lookup, no success).
+
 Arms (``--arms``): ``grpo``; ``grpo+spear`` (replay with Clip-Cov on replayed tokens + the tool-call
 curriculum); ``grpo+replay`` and ``grpo+curriculum`` (each SPEAR component alone). Departures from SPEAR's
 defaults, forced by a budget of 16 episodes a step instead of 32 x 8 = 256: the replay buffer holds 4
@@ -55,7 +61,8 @@ def arm_config(arm: str, seed: int, a: argparse.Namespace, vllm_url: str | None)
         "model": {"path": a.model},
         "rollout": {"env": "forage/LookupQA-1hop-v0", "tasks_per_step": a.tasks, "group_size": a.group,
                     "max_new_tokens": 48, "max_context": 1024, "max_turns": 3, "temperature": a.temperature,
-                    "task_pool": a.pool, "backend": "vllm", "vllm_url": vllm_url},
+                    "task_pool": a.pool, "backend": "vllm", "vllm_url": vllm_url,
+                    "env_kwargs": {"reward_weights": {"format": a.format_weight}}},
         "algo": {"advantage": "grpo", "clip_low": 0.2, "clip_high": 0.28, "loss_agg": "token-mean"},
         "budget": {"filter_zero_variance": True},
         "optim": {"lr": a.lr, "grad_clip": 1.0, "micro_batch_tokens": 2048},
@@ -285,6 +292,9 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.7,
                     help="sampling temperature (also in every training log-prob); at 1.0 almost no sampled episode "
                          "succeeds after this cold start (see the docstring)")
+    ap.add_argument("--format-weight", type=float, default=0.0,
+                    help="weight of LookupQA's per-turn format penalty (the env's default 0.1); 0: the outcome "
+                         "reward alone, as Search-R1 trains (see the docstring)")
     ap.add_argument("--model", default="default")
     ap.add_argument("--results", default="benchmarks/results/learning.json")
     ap.add_argument("--work", default="runs/learning", help="runs and cold-start weights (not committed)")
@@ -297,7 +307,8 @@ def main() -> None:
     seeds = [int(x) for x in a.seeds.split(",")]
     path = Path(a.results)
     png = path.with_suffix(".png")
-    keys = ("steps", "eval_every", "eval_tasks", "tasks", "group", "warmup", "pool", "lr", "temperature", "model")
+    keys = ("steps", "eval_every", "eval_tasks", "tasks", "group", "warmup", "pool", "lr", "temperature",
+            "format_weight", "model")
     budget = {k: getattr(a, k) for k in keys}
     res: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     if res.get("args") != budget or "arms" not in res:
