@@ -65,6 +65,11 @@ def _restore(seen: dict[str | None, dict[str, Any]], sid: str | None, op: str, r
     return result
 
 
+def _nothing_to_end() -> tuple[float, dict[str, Any]]:
+    """What ``end_episode`` gives when no episode ever started (as ``ToolEnv.aend_episode`` does)."""
+    return 0.0, {"rewards": {}, "stop_reason": None, "answer": None}
+
+
 class _Mux:
     """One WebSocket to a server, shared by the RemoteEnvs of one event loop.
 
@@ -258,7 +263,7 @@ class RemoteEnv(gym.Env[str, str]):
     """A Forage env hosted by ``forage serve env ID`` on another process or machine.
 
     Description:
-        Proxies ``reset``/``step`` (and the async twins ``areset``/``astep``) to one session of
+        Proxies ``reset``/``step``/``end_episode`` (and the async twins ``areset``/``astep``/``aend_episode``) to one session of
         the env server at ``url``. Observations, rewards and ``info`` (JSON) are the remote env's.
         The session is created on the first reset and closed by ``close()``; if the server reaped
         it after idling, the next ``reset()`` opens a new one.
@@ -461,6 +466,25 @@ class RemoteEnv(gym.Env[str, str]):
             raise RemoteEnvError("call areset() before astep() (no session on the server yet)")
         d = await self._aop("step", {"action": action})
         return d["observation"], d["reward"], d["terminated"], d["truncated"], d["info"]
+
+    def end_episode(self, reason: str = "truncated") -> tuple[float, dict[str, Any]]:
+        """End the running remote episode now (scored and torn down on the server): see :meth:`aend_episode`."""
+        if self.session_id is None:
+            return _nothing_to_end()
+        d = self._op("end_episode", {"reason": reason})
+        return d["reward"], d["info"]
+
+    async def aend_episode(self, reason: str = "truncated") -> tuple[float, dict[str, Any]]:
+        """End the running remote episode as truncated for ``reason``: the server env's ``aend_episode``.
+
+        Returns its terminal reward and info (``rewards``, ``stop_reason``, ``answer``...); the session stays
+        open for the next reset. Without a session (never reset) there is nothing to end: ``0.0``, empty
+        ``rewards``. A session the server no longer knows raises :class:`SessionExpired`.
+        """
+        if self.session_id is None:
+            return _nothing_to_end()
+        d = await self._aop("end_episode", {"reason": reason})
+        return d["reward"], d["info"]
 
     def close(self) -> None:
         """Close the remote session (best effort: a dead server is not an error here)."""

@@ -6,11 +6,13 @@ Endpoints (all JSON):
 - ``POST /sessions``                    -> ``{"session_id", "env_id", "session_timeout"}`` (body: ``{"env_id"?, "kwargs"?}``)
 - ``POST /sessions/{sid}/reset``        -> ``{"observation", "info"}`` (body: ``{"seed"?, "options"?}``)
 - ``POST /sessions/{sid}/step``         -> ``{"observation", "reward", "terminated", "truncated", "info"}`` (body: ``{"action"}``)
+- ``POST /sessions/{sid}/end_episode``  -> ``{"reward", "info"}`` (body: ``{"reason"?}``): end the running episode as
+  truncated now (scored and torn down, as ``ToolEnv.aend_episode``); the session stays open for the next reset
 - ``DELETE /sessions/{sid}``            -> ``{"closed": true}``
 - ``WS   /ws``                          -> the same operations, pipelined: see below
 
 Over ``/ws`` a client sends frames (JSON text, or msgpack binary: see ``wire``) holding one request or a list of them, each
-``{"id": any, "op": "create"|"reset"|"step"|"close", "session_id"?, ...the HTTP body's fields}``, and
+``{"id": any, "op": "create"|"reset"|"step"|"end_episode"|"close", "session_id"?, ...the HTTP body's fields}``, and
 gets back frames holding lists of ``{"id", "result"}`` or ``{"id", "error", "type", "status"}`` (the
 HTTP status it would have had), in completion order. A reset's result leaves out the big ``info``
 values (lists, dicts, long strings) equal to those of the session's previous reset and names them in
@@ -210,6 +212,19 @@ class SessionManager:
         session = self.get(sid)
         return _step_reply(session, await self._call(session, "step", action))
 
+    async def end_episode(self, sid: str, reason: str = "truncated") -> dict[str, Any]:
+        """End a session's running episode now (scored, torn down): ``{"reward", "info"}`` as ``aend_episode`` gives.
+
+        An env without ``aend_episode``/``end_episode`` (a plain Gymnasium env) has nothing to end: ``0.0`` and
+        empty ``rewards``, as the rollout engine treats such an env in-process.
+        """
+        session = self.get(sid)
+        env = session.env
+        if not (session.is_async and hasattr(env, "aend_episode")) and not callable(getattr(env, "end_episode", None)):
+            return {"reward": 0.0, "info": {"rewards": {}, "stop_reason": None, "answer": None}}
+        reward, info = await self._call(session, "end_episode", reason)
+        return {"reward": float(reward), "info": info}
+
     async def close(self, sid: str) -> bool:
         """Close and forget a session; False if it did not exist."""
         session = self.sessions.pop(sid, None)
@@ -275,6 +290,18 @@ def _step_args(data: dict[str, Any]) -> dict[str, Any]:
     return {"action": data["action"]}
 
 
+MAX_REASON_CHARS = 200
+
+
+def _end_args(data: dict[str, Any]) -> dict[str, Any]:
+    reason = data.get("reason", "truncated")
+    if reason is None:
+        reason = "truncated"
+    if not isinstance(reason, str) or not reason or len(reason) > MAX_REASON_CHARS:
+        raise ApiError(400, "bad_reason", f"reason must be a non-empty string of at most {MAX_REASON_CHARS} characters")
+    return {"reason": reason}
+
+
 class _Ops:
     """The operations both the HTTP routes and the WebSocket serve, each defined once."""
 
@@ -305,6 +332,9 @@ class _Ops:
 
     async def step(self, sid: str, data: dict[str, Any]) -> dict[str, Any]:
         return await self.manager.step(sid, **_step_args(data))
+
+    async def end_episode(self, sid: str, data: dict[str, Any]) -> dict[str, Any]:
+        return await self.manager.end_episode(sid, **_end_args(data))
 
     async def close(self, sid: str) -> dict[str, Any]:
         if not await self.manager.close(sid):
@@ -419,8 +449,8 @@ class _WSLink:
         rid = request.get("id")
         try:
             op = request.get("op")
-            if op not in ("create", "reset", "step", "close"):
-                raise ApiError(400, "bad_op", f"unknown op {op!r}; use create, reset, step or close")
+            if op not in ("create", "reset", "step", "end_episode", "close"):
+                raise ApiError(400, "bad_op", f"unknown op {op!r}; use create, reset, step, end_episode or close")
             sid = request.get("session_id")
             if op != "create" and not isinstance(sid, str):
                 raise ApiError(400, "no_session_id", f"op {op!r} needs a 'session_id' string")
@@ -520,6 +550,9 @@ def create_app(config: EnvServerConfig) -> Any:
     async def step(request: Request) -> dict[str, Any]:
         return await ops.step(request.path_params["sid"], await body_of(request))
 
+    async def end_episode(request: Request) -> dict[str, Any]:
+        return await ops.end_episode(request.path_params["sid"], await body_of(request))
+
     async def close(request: Request) -> dict[str, Any]:
         return await ops.close(request.path_params["sid"])
 
@@ -540,6 +573,7 @@ def create_app(config: EnvServerConfig) -> Any:
         Route("/sessions", handler(create), methods=["POST"]),
         Route("/sessions/{sid}/reset", handler(reset), methods=["POST"]),
         Route("/sessions/{sid}/step", handler(step), methods=["POST"]),
+        Route("/sessions/{sid}/end_episode", handler(end_episode), methods=["POST"]),
         Route("/sessions/{sid}", handler(close), methods=["DELETE"]),
         WebSocketRoute("/ws", ws),
     ], lifespan=lifespan)
