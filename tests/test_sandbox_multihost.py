@@ -66,17 +66,6 @@ def dockerd2():
     assert not _processes_mentioning(d.root) and not _mounts_under(d.root) and not os.path.exists(d.root)
 
 
-
-def _assert_gone(listing, within: float = 20.0) -> None:
-    """The pool's containers are gone, allowing a loaded daemon up to ``within`` seconds to finish removals."""
-    deadline = time.monotonic() + within
-    left = listing()
-    while left and time.monotonic() < deadline:
-        time.sleep(0.5)
-        left = listing()
-    assert left == [], left
-
-
 def _pool_containers(url: str | None, pool: SandboxPool) -> list[dict]:
     """The pool's containers as that daemon itself lists them (the oracle of placement)."""
     return labelled_containers(docker_client(url), [f"{POOL_LABEL}={pool.hosts.id}"])
@@ -98,6 +87,112 @@ def test_hosts_are_parsed_from_urls_maps_and_the_environment(monkeypatch):
 def test_a_host_that_never_answers_is_a_clear_error():
     with pytest.raises(SandboxUnavailable, match="no docker daemon answers at unix:///nonexistent"):
         DockerHosts(["unix:///nonexistent/docker.sock"]).ready()
+
+
+# -- close() returns once the daemon lists none of the pool's containers ---------------------------------
+
+def _labelled_container(hosts: DockerHosts, tag: str) -> str:
+    """A created (not started) container carrying the pool label of ``hosts`` and ``tag``; its id."""
+    c = docker_client(None).containers.create(hosts.image, ["true"], labels={**hosts.labels(), "forage.test": tag})
+    return c.id
+
+
+def _slow_removal_elsewhere(monkeypatch, ids: set[str], after: float | None) -> None:
+    """Removals of ``ids`` run in another thread that takes ``after`` s (never, for None); the daemon refuses ours
+    meanwhile (as it answers 409 "removal in progress"): ``_remove`` reports failure and leaves them listed."""
+    import forage.sandboxes.code.docker as dk
+
+    real, started = dk._remove, set()
+
+    def remove(client, cid: str) -> bool:
+        if cid not in ids:
+            return real(client, cid)
+        if after is not None and cid not in started:
+            started.add(cid)
+            threading.Timer(after, real, (client, cid)).start()
+        return False
+
+    monkeypatch.setattr(dk, "_remove", remove)
+
+
+def test_hosts_close_waits_for_removals_in_flight_elsewhere(monkeypatch):
+    require("docker")
+    hosts = DockerHosts([None]).ready()
+    client, label = docker_client(None), f"{POOL_LABEL}={hosts.id}"
+    try:
+        first = _labelled_container(hosts, "no-wait")
+        _slow_removal_elsewhere(monkeypatch, {first}, after=1.5)
+        assert hosts.close() == 0
+        assert [c["Id"] for c in labelled_containers(client, [label])] == [first]  # without a wait: still there
+        assert _wait_until(lambda: not labelled_containers(client, [label]), 20)
+
+        second = _labelled_container(hosts, "wait")
+        _slow_removal_elsewhere(monkeypatch, {second}, after=1.5)
+        t0 = time.monotonic()
+        assert hosts.close(wait=30.0) == 0
+        assert labelled_containers(client, [label]) == []                            # with it: gone on return
+        assert 1.4 < time.monotonic() - t0 < 25
+    finally:
+        monkeypatch.undo()
+        _remove_now(client, [c["Id"] for c in labelled_containers(client, [label])])
+
+
+def test_hosts_close_gives_up_after_its_wait_and_names_what_is_left(monkeypatch, caplog):
+    require("docker")
+    hosts = DockerHosts([None]).ready()
+    client, label = docker_client(None), f"{POOL_LABEL}={hosts.id}"
+    try:
+        stuck = _labelled_container(hosts, "stuck")
+        _slow_removal_elsewhere(monkeypatch, {stuck}, after=None)
+        t0 = time.monotonic()
+        with caplog.at_level("WARNING", logger="forage.sandboxes.hosts"):
+            hosts.close(wait=1.0)
+        assert 0.9 < time.monotonic() - t0 < 10                                      # bounded
+        assert stuck[:12] in caplog.text and "still listed" in caplog.text
+    finally:
+        monkeypatch.undo()
+        _remove_now(client, [c["Id"] for c in labelled_containers(client, [label])])
+
+
+def test_pool_close_returns_with_no_container_left(monkeypatch):
+    """Release (a recycle starts: remove, then a new container) and close at once, while the removal of another
+    container of the pool runs elsewhere (a cancelled start's): when close() returns, nothing of the pool is left."""
+    require("docker")
+
+    async def go() -> None:
+        pool = SandboxPool("docker", size=1, max_size=2, config=SandboxConfig(timeout=20))
+        try:
+            await pool.start()
+            sb = await pool.acquire()
+            assert (await sb.run("print(1 + 1)")).stdout.strip() == "2"
+            extra = _labelled_container(pool.hosts, "late")
+            _slow_removal_elsewhere(monkeypatch, {extra}, after=1.5)
+            await pool.release(sb)
+            await pool.close()
+            assert _pool_containers(None, pool) == []
+        finally:
+            monkeypatch.undo()
+            _remove_now(docker_client(None), [c["Id"] for c in _pool_containers(None, pool)])
+
+    asyncio.run(go())
+
+
+def _remove_now(client, ids: list[str]) -> None:
+    """Force-remove ``ids`` (a test's leftovers; one a slow removal took meanwhile is no error)."""
+    for cid in ids:
+        try:
+            client.api.remove_container(cid, force=True)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def test_placement_by_free_slots_with_the_same_limits_on_both_daemons(dockerd2):
@@ -200,7 +295,7 @@ def test_a_host_killed_mid_episode_is_an_error_observation_and_the_episode_goes_
     finally:
         env.close()
         asyncio.run(pool.close())
-    _assert_gone(lambda: _pool_containers(None, pool))
+    assert _pool_containers(None, pool) == []  # close() waited for the daemon's removals
     # The dead daemon's container outlived it (its shim runs on); a restart stops it and the sweep removes it.
     dockerd2.start()
     left = labelled_containers(docker_client(dockerd2.url), [f"{POOL_LABEL}={pool.hosts.id}"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import threading
 import time
@@ -20,6 +21,8 @@ from typing import Any, Iterable, Mapping
 from .base import SandboxError, SandboxUnavailable
 
 __all__ = ["DockerHost", "DockerHosts", "parse_hosts", "HOSTS_ENV", "POOL_LABEL"]
+
+log = logging.getLogger("forage.sandboxes.hosts")
 
 HOSTS_ENV = "FORAGE_DOCKER_HOSTS"
 """Environment variable naming the docker hosts of a pool that is given none: ``URL[=SLOTS]``, comma-separated."""
@@ -299,20 +302,57 @@ class DockerHosts:
         """Labels every container placed through these hosts carries."""
         return {POOL_LABEL: self.id}
 
-    def close(self) -> int:
-        """Remove every container of this pool on every host that answers (blocking); return how many."""
+    def close(self, wait: float = 0.0) -> int:
+        """Remove every container of this pool on every host that answers (blocking); return how many.
+
+        With ``wait`` > 0, then wait up to ``wait`` seconds until those daemons list none of the pool's
+        containers (removals another thread started finish too; one still listed is removed again), and log
+        a warning naming what is left after that.
+        """
         from .docker import docker_client, ping_host, remove_labelled
 
         self.closed = True
         removed = 0
+        answering: list[DockerHost] = []
         for h in self.hosts:
             if h.down and ping_host(h.url, PING_TIMEOUT) is not None:
                 continue  # still gone: its next start's sweep (or `forage sandbox reap`) removes them
             try:
                 removed += remove_labelled(docker_client(h.url), [f"{POOL_LABEL}={self.id}"])
+                answering.append(h)
             except Exception:  # noqa: BLE001
                 pass
+        if wait > 0 and answering:
+            left = self._wait_removed(answering, wait)
+            if left:
+                log.warning("docker pool %s: %d container(s) still listed %g s after close: %s", self.id,
+                            sum(len(v) for v in left.values()), wait,
+                            "; ".join(f"{name}: {', '.join(ids)}" for name, ids in left.items()))
         return removed
+
+    def _wait_removed(self, hosts: list[DockerHost], timeout: float) -> dict[str, list[str]]:
+        """Poll ``hosts`` until none lists a container of this pool (at most ``timeout`` s); ``{host: [ids]}`` left."""
+        from .docker import _remove, docker_client, labelled_containers
+
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        left: dict[str, list[str]] = {}
+        while True:
+            left = {}
+            for h in hosts:
+                try:
+                    client = docker_client(h.url)
+                    listed = labelled_containers(client, [f"{POOL_LABEL}={self.id}"])
+                except Exception:  # noqa: BLE001 - the daemon went away meanwhile, and its containers with it
+                    continue
+                if listed:
+                    left[h.name] = [c["Id"][:12] for c in listed]
+                    for c in listed:   # a removal in flight elsewhere makes this one fail: harmless
+                        _remove(client, c["Id"])
+            if not left or time.monotonic() >= deadline:
+                return left
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 1.0)
 
     def __repr__(self) -> str:
         return f"<DockerHosts {self.describe()}>"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
@@ -11,7 +12,10 @@ from .base import Sandbox, SandboxConfig, SandboxError, SandboxUnavailable, run_
 
 __all__ = ["SandboxPool", "PoolStats", "make_sandbox"]
 
+log = logging.getLogger("forage.sandboxes.pool")
+
 _CLOSE_TASK_WAIT = 15.0  # seconds close() gives cancelled background starts/recycles to finish
+_CLOSE_REMOVAL_WAIT = 30.0  # seconds close() waits for the removals it started (docker: until no container is listed)
 
 
 def make_sandbox(backend: str, config: SandboxConfig | None = None, **kwargs: Any) -> Sandbox:
@@ -95,6 +99,7 @@ class SandboxPool:
         self._cond: asyncio.Condition | None = None
         self._sem: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._closing: set[asyncio.Future] = set()  # closes of dropped sandboxes, which close() must outwait
         self.closed = False
         self._n = {"acquired": 0, "started": 0, "recycled": 0, "broken": 0}
         # Fail now (not at the first episode) when the backend cannot run here.
@@ -125,7 +130,11 @@ class SandboxPool:
             await self.release(sb)
 
     async def close(self) -> None:
-        """Close every sandbox, idle or busy (idempotent)."""
+        """Close every sandbox, idle or busy (idempotent); returns once their resources are gone.
+
+        Docker: waits (up to 30 s, then logs what is left) until no daemon that answers lists a container
+        of the pool, so removals still in flight when it was called have finished when it returns.
+        """
         await run_on_sandbox_loop(self._close())
 
     def close_sync(self) -> None:
@@ -263,8 +272,16 @@ class SandboxPool:
         """Forget ``sb`` (broken or lost with its host) and close it in the background."""
         self._n["broken"] += 1
         self._all.discard(sb)
-        self._spawn(asyncio.shield(sb._close()))  # not cancelled by close(), which no longer sees it
+        closing = asyncio.ensure_future(sb._close())  # not cancelled by close(), which waits for it instead
+        self._closing.add(closing)
+        closing.add_done_callback(self._closed_one)
         self._spawn(self._fill())
+
+    def _closed_one(self, closing: asyncio.Future) -> None:
+        """A dropped sandbox finished closing: forget it (its failure is logged, never raised)."""
+        self._closing.discard(closing)
+        if not closing.cancelled() and closing.exception() is not None:
+            log.warning("closing a dropped sandbox failed: %s", closing.exception())
 
     async def _release(self, sb: Sandbox) -> None:
         if sb not in self._busy:
@@ -310,8 +327,13 @@ class SandboxPool:
         self._busy.clear()
         self._all.clear()
         await asyncio.gather(*(sb._close() for sb in everything), return_exceptions=True)
-        if self.hosts is not None:  # the label sweep, on every host that answers
-            await asyncio.to_thread(self.hosts.close)
+        if self._closing:  # sandboxes dropped as broken or lost, still closing
+            done, pending = await asyncio.wait(list(self._closing), timeout=_CLOSE_REMOVAL_WAIT)
+            if pending:
+                log.warning("pool close: %d dropped sandbox(es) still closing after %g s", len(pending),
+                            _CLOSE_REMOVAL_WAIT)
+        if self.hosts is not None:  # the label sweep on every host that answers, and the wait for its removals
+            await asyncio.to_thread(self.hosts.close, _CLOSE_REMOVAL_WAIT)
         if self._cond is not None:
             async with self._cond:
                 self._cond.notify_all()
