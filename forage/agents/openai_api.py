@@ -6,6 +6,8 @@ in the env's own format (``env.format_call``) so the env parses them as it would
 model's text; a reply without tool calls is passed on as plain text. Without server-side tools
 (``use_tools=False``) the model writes calls as text: the request then carries the env's stop
 strings, and the stop string the server cut off is put back so the env sees the complete call.
+OpenAI's API takes at most 4 stop strings: a request sends the first :data:`MAX_API_STOPS` and the
+reply is cut here at the earliest of all of them (an env with many XML tools has one stop per tool).
 """
 
 from __future__ import annotations
@@ -22,19 +24,40 @@ from .policy import PolicyError, SamplingParams
 from .rollout import EnvSpec, RolloutConfig, TaskSpec, _EnvPool, _make_bar, end_through_env, env_stop_strings, release_env
 from .trajectory import Trajectory
 
-__all__ = ["OpenAIPolicy", "ChatRunner"]
+__all__ = ["OpenAIPolicy", "ChatRunner", "MAX_API_STOPS", "cut_at_stops"]
+
+MAX_API_STOPS = 4
+"""Stop strings OpenAI's chat completions accept in one request (more is a 400); the rest are applied client-side."""
+
+
+def cut_at_stops(text: str, stops: Sequence[str]) -> tuple[str, str | None]:
+    """``text`` cut before the stop string that is complete first in it, and that stop (``(text, None)`` if none is in it).
+
+    "Complete first" is what a server streaming tokens sees: the smallest end position (ties: the earliest start),
+    so the text kept contains none of ``stops``. The stop string itself is dropped, as OpenAI drops it.
+    """
+    found = [(at + len(stop), at, stop) for stop in stops if stop and (at := text.find(stop)) >= 0]
+    if not found:
+        return text, None
+    _, at, stop = min(found)
+    return text[:at], stop
 
 
 class OpenAIPolicy:
     """Chat completions from ``base_url`` (``.../v1``) for ``model``; the API key from ``$OPENAI_API_KEY``."""
 
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None,
-                 timeout: float = 300.0, use_tools: bool = True, retries: int = 3) -> None:
+                 timeout: float = 300.0, use_tools: bool = True, retries: int = 3,
+                 max_stops: int | None = MAX_API_STOPS) -> None:
+        if max_stops is not None and max_stops < 0:
+            raise ValueError(f"max_stops must be >= 0 or None (no limit), got {max_stops}")
         base = base_url.rstrip("/")
         self.base_url = base if base.endswith("/v1") else base + "/v1"
         self.model = model
         self.use_tools = use_tools
         self.retries = retries
+        self.max_stops = max_stops
+        """Stop strings sent per request (None: all; vLLM takes any number); the others are cut here."""
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=10.0),
@@ -70,7 +93,12 @@ class OpenAIPolicy:
 
     async def chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
                    params: SamplingParams, stop: Sequence[str] | None = None) -> dict[str, Any]:
-        """One assistant message (``content`` and maybe ``tool_calls``), its finish reason and stop string."""
+        """One assistant message (``content`` and maybe ``tool_calls``), its finish reason and stop string.
+
+        Only the first ``max_stops`` of ``stop`` go to the server; the content is then cut at the earliest of all of
+        them (:func:`cut_at_stops`), and a cut made here reports ``finish_reason="stop"`` and the ``stop_reason``.
+        """
+        stop = [s for s in (stop or ()) if s]
         body: dict[str, Any] = {"model": await self.model_name(), "messages": messages,
                                 "max_tokens": params.max_tokens, "temperature": params.temperature,
                                 "top_p": params.top_p}
@@ -78,8 +106,9 @@ class OpenAIPolicy:
             body["seed"] = params.seed
         if tools and self.use_tools:
             body["tools"] = tools
-        if stop:
-            body["stop"] = list(stop)
+        sent = stop if self.max_stops is None else stop[:self.max_stops]
+        if sent:
+            body["stop"] = sent
         data = await self._post("/chat/completions", body)
         try:
             choice = data["choices"][0]
@@ -91,6 +120,10 @@ class OpenAIPolicy:
                  "finish_reason": choice.get("finish_reason"), "completion_tokens": usage.get("completion_tokens", 0)}
         if "stop_reason" in choice:   # vLLM says which stop string matched (None: the end-of-turn token)
             reply["stop_reason"] = choice["stop_reason"]
+        if self.max_stops is not None and len(stop) > self.max_stops:   # the stops the server was not given
+            cut, matched = cut_at_stops(reply["content"], stop)
+            if matched is not None:
+                reply.update(content=cut, finish_reason="stop", stop_reason=matched)
         return reply
 
     async def aclose(self) -> None:
