@@ -42,7 +42,11 @@ class RandomCommandPolicy:
 class ChatExplorePolicy:
     """An OpenAI-compatible chat model (a :class:`forage.agents.OpenAIPolicy`) choosing each turn.
 
-    It sees the env's system prompt, the first observation and the last ``history`` turns.
+    It sees the env's system prompt, the first observation and the last ``history`` turns. When the model
+    writes its calls as text (``OpenAIPolicy(use_tools=False)``), each request carries the env's tool-format
+    stop strings (``env.stop_strings()``, e.g. Hermes' ``</tool_call>``), as the rollout engine's do, and the
+    stop string the server cut off is put back, so the env sees the whole call and never results the model
+    made up; with server-side tool calls (the default) no stops are sent, as :class:`~forage.agents.ChatRunner` does.
     """
 
     def __init__(self, policy: Any, history: int = 6, temperature: float = 1.0, max_tokens: int = 128) -> None:
@@ -61,10 +65,17 @@ class ChatExplorePolicy:
         else:
             self._messages.append({"role": "user", "content": observation})
         window = self._messages[:2] + self._messages[2:][-2 * self.history:]
-        params = SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature)
-        reply = self._loop.run_until_complete(self.policy.chat(window, base.tool_schemas(), params))
+        stops = self.stops(base, info)
+        params = SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature, stop=stops)
+        coro = self.policy.chat(window, base.tool_schemas(), params, stop=stops) if stops else \
+            self.policy.chat(window, base.tool_schemas(), params)
+        reply = self._loop.run_until_complete(coro)
         message = reply.get("message", reply) if isinstance(reply, dict) else {"content": str(reply)}
         text = message.get("content") or ""
+        if stops and isinstance(message, dict) and "finish_reason" in message:
+            from ..agents.openai_api import ChatRunner
+
+            text = ChatRunner._restore_stop(base, {**message, "content": text}, stops)
         for call in message.get("tool_calls") or []:  # the first call, in the env's own format
             fn = call.get("function", {})
             try:
@@ -74,6 +85,14 @@ class ChatExplorePolicy:
             break
         self._messages.append({"role": "assistant", "content": text})
         return text
+
+    def stops(self, env: Any, info: dict[str, Any] | None = None) -> tuple[str, ...]:
+        """The stop strings a request carries: the env's tool-format ones when calls are written as text, else none."""
+        if getattr(self.policy, "use_tools", True):
+            return ()   # server-side tool calls: a stop would cut the call before the server's parser sees it
+        from ..agents.rollout import env_stop_strings
+
+        return env_stop_strings(env, info)
 
     def close(self) -> None:
         """Close the model's HTTP client and the event loop."""
