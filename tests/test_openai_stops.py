@@ -100,3 +100,65 @@ def test_restore_puts_back_the_stop_cut_here():
     """ChatRunner puts the stop string back from the stop_reason a client-side cut reports."""
     reply = {"content": "call", "finish_reason": "stop", "stop_reason": "</e>"}
     assert ChatRunner._restore_stop(None, reply, SIX) == "call</e>"
+
+
+# -- end to end: an XML env with six tools (six stops) through ChatRunner ------------------------------
+
+def six_tool_env(**kwargs: Any):
+    """A ToolEnv with five note tools and ``answer``: in the XML format, six closing-tag stops."""
+    from forage.envs import Task, ToolEnv, answer_tool
+    from forage.tools import tool
+
+    def note_tool(i: int):
+        def note(note: str) -> str:
+            """Write a note."""
+            return "noted"
+        return tool(note, name=f"note{i}")
+
+    return ToolEnv([Task("t0", "What is 2+2?", "4")], [note_tool(i) for i in range(5)] + [answer_tool()],
+                   tool_format="xml", **kwargs)
+
+
+@pytest.mark.parametrize("first", ["note4", "note0"])
+def test_chat_runner_over_an_env_with_six_stops(first):
+    """The model calls a tool, makes up its result and answers, all in one turn: the turn is cut after the call
+    whether its stop was sent (note0) or not (note4), and the env answers only the call."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from forage.asgi_thread import ThreadedASGIServer
+
+    env = six_tool_env()
+    stops = list(env.stop_strings())
+    assert len(stops) == 6 and stops[4] == "</note4>"
+    call, answer = env.format_call(first, note="sum it"), env.format_call("answer", answer="4")
+    turns = [f"{call}\nnoted: 2+2 is 4\n{answer}", answer]
+    requests: list[dict[str, Any]] = []
+
+    async def completions(request: Request) -> JSONResponse:
+        body = await request.json()
+        requests.append(body)
+        if len(body.get("stop") or []) > 4:
+            return JSONResponse({"error": {"message": "at most 4 stop sequences"}}, status_code=400)
+        turn = sum(1 for m in body["messages"] if m["role"] == "assistant")
+        text, matched = cut_at_stops(turns[min(turn, 1)], body.get("stop") or [])
+        return JSONResponse({"choices": [{"index": 0, "finish_reason": "stop",
+                                          "message": {"role": "assistant", "content": text}}]})
+
+    app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+    with ThreadedASGIServer(app) as server:
+        async def main():
+            policy = OpenAIPolicy(server.url, model="stub", use_tools=False, retries=0)
+            try:
+                return await ChatRunner(policy).run(lambda: six_tool_env(), [0])
+            finally:
+                await policy.aclose()
+
+        (t,) = asyncio.run(main())
+    assert t.error is None, t.error
+    assert all(r["stop"] == stops[:4] for r in requests)
+    assert t.messages[2]["content"] == call                   # cut after the call, its stop put back
+    assert [c["name"] for c in t.messages[3]["tool_calls"]] == [first] and not t.messages[3]["errors"]
+    assert t.num_turns == 2 and t.terminated and t.answer == "4"
