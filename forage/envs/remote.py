@@ -287,7 +287,9 @@ class RemoteEnv(gym.Env[str, str]):
         ``reset(seed=..., options={"task_id": ...})`` is forwarded to the remote env.
 
     Episode End:
-        As the remote env decides (``terminated``/``truncated``).
+        As the remote env decides (``terminated``/``truncated``), or from outside with
+        ``end_episode(reason)``/``aend_episode`` (a rollout engine's turn or context limit): the server's
+        env scores and tears the episode down then, and its reward and info come back.
 
     Arguments:
         url: base URL of the server, e.g. ``http://10.0.0.5:8010``.
