@@ -143,7 +143,7 @@ def test_chat_runner_over_an_env_with_six_stops(first):
         if len(body.get("stop") or []) > 4:
             return JSONResponse({"error": {"message": "at most 4 stop sequences"}}, status_code=400)
         turn = sum(1 for m in body["messages"] if m["role"] == "assistant")
-        text, matched = cut_at_stops(turns[min(turn, 1)], body.get("stop") or [])
+        text, _ = cut_at_stops(turns[min(turn, 1)], body.get("stop") or [])
         return JSONResponse({"choices": [{"index": 0, "finish_reason": "stop",
                                           "message": {"role": "assistant", "content": text}}]})
 

@@ -328,7 +328,7 @@ class SandboxPool:
         self._all.clear()
         await asyncio.gather(*(sb._close() for sb in everything), return_exceptions=True)
         if self._closing:  # sandboxes dropped as broken or lost, still closing
-            done, pending = await asyncio.wait(list(self._closing), timeout=_CLOSE_REMOVAL_WAIT)
+            _, pending = await asyncio.wait(list(self._closing), timeout=_CLOSE_REMOVAL_WAIT)
             if pending:
                 log.warning("pool close: %d dropped sandbox(es) still closing after %g s", len(pending),
                             _CLOSE_REMOVAL_WAIT)
