@@ -10,8 +10,9 @@ The floor, for the very episodes of each measured step:
   turn (every episode's turn k is one request holding the exact tokens the episode had before that
   turn, ``min_tokens = max_tokens =`` the turn's generated count, all of a turn's requests at once):
   no chat templating, parsing, tool calls or env;
-- update: one forward + backward of the same packed micro-batches (plain summed log-probs, no loss
-  machinery) and one AdamW step.
+- update: one forward + backward of the same packed micro-batches of the episodes the step trained on
+  (those of zero-variance groups are filtered out before the update) with plain summed log-probs (no loss
+  machinery), and one AdamW step.
 
 TRL: ``trl.GRPOTrainer`` on the same model (the same cold-start weights) doing the same work as far as
 it can: the step's exact first-turn prompts (system prompt, tools, question), 4 completions each, every completion forced to the episodes'
@@ -162,25 +163,35 @@ def main() -> None:
         return trajs
 
     tr.collect = keep   # the benchmark keeps each step's episodes for its floor
+    trained: list[list[Any]] = []
+    update = tr.update
+
+    def record(trajs: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
+        trained.append(list(trajs))
+        return update(trajs, *args, **kwargs)
+
+    tr.update = record   # ... and the ones its update trained on (zero-variance groups are filtered out)
     from forage.training.metrics import MetricsLogger
 
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     tr.logger = MetricsLogger(cfg.run_dir, False)
     rows = []
     for i in range(a.steps + 1):
+        trained.clear()
         m = tr.train_step()
         trajs = seen[-1]
         if i == 0:
             continue   # the first step pays the server's first push and allocations
         url = tr.source.url()
         gen_s, gen_tok = generation_floor(url, trajs, cfg.rollout.temperature)
-        upd_s = update_floor(tr.model, [t for t in trajs if t.error is None and t.num_generated > 0],
-                             cfg.optim.micro_batch_tokens, pad_id(tr.tokenizer), cfg.optim.lr)
+        upd_trajs = [t for batch in trained for t in batch]
+        upd_s = update_floor(tr.model, upd_trajs, cfg.optim.micro_batch_tokens, pad_id(tr.tokenizer),
+                             cfg.optim.lr) if upd_trajs else 0.0
         row = {k: m.get(k) for k in ("time/step_s", "time/rollout_s", "time/generate_s", "time/env_s",
                                      "time/update_s", "time/weight_sync_s", "tokens/generated", "pg/tokens",
                                      "pg/logp_gap")}
         row.update({"floor/generate_s": gen_s, "floor/generated_tokens": gen_tok, "floor/update_s": upd_s,
-                    "floor/step_s": gen_s + upd_s, "episodes": len(trajs),
+                    "floor/step_s": gen_s + upd_s, "episodes": len(trajs), "episodes_trained": len(upd_trajs),
                     "tokens/total": sum(len(t.token_ids) for t in trajs)})
         rows.append(row)
         print(f"step {i}: forage {row['time/step_s']:.1f} s (generate {row['time/generate_s']:.1f}, env "
