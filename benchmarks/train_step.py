@@ -27,7 +27,6 @@ TRL's completions are single-turn, so its update sees fewer prompt tokens than o
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
 import time
@@ -36,32 +35,7 @@ from typing import Any
 
 import torch
 
-
-def generation_floor(url: str, trajs: list[Any], temperature: float) -> tuple[float, int]:
-    """Seconds for the server to generate each episode's turns (same prefixes, same counts); tokens generated."""
-    import httpx
-
-    turns = max(len(t.turn_spans) for t in trajs)
-
-    async def run() -> tuple[float, int]:
-        async with httpx.AsyncClient(base_url=url, timeout=600) as c:
-            model = (await c.get("/v1/models")).json()["data"][0]["id"]
-            total, t0 = 0, time.perf_counter()
-            for k in range(turns):   # turn k of every episode at once; turn k+1 needs turn k's tokens
-                reqs = []
-                for t in trajs:
-                    if k < len(t.turn_spans):
-                        s, e = t.turn_spans[k]
-                        if e > s:
-                            reqs.append({"model": model, "prompt": t.token_ids[:s], "max_tokens": e - s,
-                                         "min_tokens": e - s, "ignore_eos": True, "temperature": temperature})
-                            total += e - s
-                outs = await asyncio.gather(*(c.post("/v1/completions", json=r) for r in reqs))
-                for o in outs:
-                    o.raise_for_status()
-            return time.perf_counter() - t0, total
-
-    return asyncio.run(run())
+from _floors import generation_floor
 
 
 def update_floor(model: Any, trajs: list[Any], micro_batch_tokens: int, pad: int, lr: float) -> float:

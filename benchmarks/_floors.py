@@ -1,0 +1,34 @@
+"""Shared by the benchmarks: the fastest honest way to generate what a set of multi-turn episodes generated."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+
+def generation_floor(url: str, trajs: list[Any], temperature: float) -> tuple[float, int]:
+    """Seconds for the server to generate each episode's turns (same prefixes, same counts); tokens generated."""
+    import httpx
+
+    turns = max(len(t.turn_spans) for t in trajs)
+
+    async def run() -> tuple[float, int]:
+        async with httpx.AsyncClient(base_url=url, timeout=600, limits=httpx.Limits(max_connections=512)) as c:
+            model = (await c.get("/v1/models")).json()["data"][0]["id"]
+            total, t0 = 0, time.perf_counter()
+            for k in range(turns):   # turn k of every episode at once; turn k+1 needs turn k's tokens
+                reqs = []
+                for t in trajs:
+                    if k < len(t.turn_spans):
+                        s, e = t.turn_spans[k]
+                        if e > s:
+                            reqs.append({"model": model, "prompt": t.token_ids[:s], "max_tokens": e - s,
+                                         "min_tokens": e - s, "ignore_eos": True, "temperature": temperature})
+                            total += e - s
+                outs = await asyncio.gather(*(c.post("/v1/completions", json=r) for r in reqs))
+                for o in outs:
+                    o.raise_for_status()
+            return time.perf_counter() - t0, total
+
+    return asyncio.run(run())
