@@ -190,33 +190,38 @@ def summarize(res: dict[str, Any], reps: int = 5000) -> dict[str, Any]:
     """IQM and stratified bootstrap 95% intervals of the final held-out success per arm (rliable's recipe:
     rliable 1.2.0 itself does not import beside pandas 3, its arch<8 pin fails there)."""
     arms = [x for x in ARMS if res["arms"].get(x)]
-    seeds_common = sorted(set.intersection(*[set(res["arms"][x]) for x in arms]), key=int) if arms else []
-    final = {x: np.array([[res["arms"][x][s]["evals"][-1]["success"]] for s in seeds_common]) for x in arms}
-    final["cold start"] = np.array([[res["cold_start"][s]["success"]] for s in seeds_common])
-    tasks = {x: np.array([res["arms"][x][s]["evals"][-1]["successes"] for s in seeds_common]) for x in arms}
-    tasks["cold start"] = np.array([res["cold_start"][s]["successes"] for s in seeds_common])
-    out: dict[str, Any] = {"seeds": seeds_common, "arms": {}}
-    if len(seeds_common) < 2:
-        return out
+    # each arm over the seeds it has run (an ablation added later may have fewer); the comparison below pairs
+    # GRPO and GRPO + SPEAR on the seeds both have
+    seeds = {x: sorted(res["arms"][x], key=int) for x in arms}
+    seeds["cold start"] = sorted(res["cold_start"], key=int)
+    final = {x: np.array([[res["arms"][x][s]["evals"][-1]["success"]] for s in seeds[x]]) for x in arms}
+    final["cold start"] = np.array([[res["cold_start"][s]["success"]] for s in seeds["cold start"]])
+    tasks = {x: np.array([res["arms"][x][s]["evals"][-1]["successes"] for s in seeds[x]]) for x in arms}
+    tasks["cold start"] = np.array([res["cold_start"][s]["successes"] for s in seeds["cold start"]])
+    out: dict[str, Any] = {"seeds": seeds, "arms": {}}
     mean = lambda m: float(np.mean(m))   # noqa: E731
     for x in final:
-        out["arms"][x] = {"per_seed": [float(v) for v in final[x][:, 0]],
+        if len(seeds[x]) < 2:
+            continue
+        out["arms"][x] = {"seeds": seeds[x], "per_seed": [float(v) for v in final[x][:, 0]],
                           "iqm": iqm(final[x]), "iqm_ci95": stratified_bootstrap_ci(final[x], iqm, reps),
                           "task_mean": mean(tasks[x]),
                           "task_mean_ci95": stratified_bootstrap_ci(tasks[x], mean, reps)}
         if x != "cold start":
-            runs = [res["arms"][x][s] for s in seeds_common]
+            runs = [res["arms"][x][s] for s in seeds[x]]
             out["arms"][x].update(
                 wall_s_mean=float(np.mean([r["wall_s"] for r in runs])),
                 tool_calls_final=float(np.mean([r["evals"][-1]["tool_calls"] for r in runs])),
                 entropy_first_last=[float(np.mean([r["train"]["entropy/token"][0] or 0 for r in runs])),
                                     float(np.mean([r["train"]["entropy/token"][-1] or 0 for r in runs]))])
-    if "grpo" in tasks and "grpo+spear" in tasks:
-        x, y = tasks["grpo+spear"], tasks["grpo"]
+    both = sorted(set(seeds.get("grpo", ())) & set(seeds.get("grpo+spear", ())), key=int)
+    if len(both) >= 2:
+        x = np.array([res["arms"]["grpo+spear"][s]["evals"][-1]["successes"] for s in both])
+        y = np.array([res["arms"]["grpo"][s]["evals"][-1]["successes"] for s in both])
         rng = np.random.default_rng(1)
         boots = []
         for _ in range(1000):
-            r = rng.integers(0, len(seeds_common), size=(2, len(seeds_common), x.shape[1]))
+            r = rng.integers(0, len(both), size=(2, len(both), x.shape[1]))
             boots.append(probability_of_improvement(np.take_along_axis(x, r[0], 0), np.take_along_axis(y, r[1], 0)))
         out["p_spear_beats_grpo"] = {"point": probability_of_improvement(x, y),
                                      "ci95": [float(v) for v in np.percentile(boots, [2.5, 97.5])]}
@@ -262,18 +267,18 @@ def report(res: dict[str, Any], png: Path) -> None:
     s = summarize(res)
     res["summary"] = s
     print(f"\nSmolLM2-135M on LookupQA-1hop-v0: {res['args']['steps']} steps x {res['args']['tasks']} tasks x "
-          f"{res['args']['group']} episodes, held-out greedy panel of {len(res['panel'])} tasks, seeds {s['seeds']}")
-    print(f"{'arm':18s}{'per seed':>22s}{'IQM [95% CI]':>24s}{'task mean [95% CI]':>26s}{'calls':>7s}{'wall s':>8s}")
+          f"{res['args']['group']} episodes, held-out greedy panel of {len(res['panel'])} tasks")
+    print(f"{'arm':18s}{'seeds':>8s}{'per seed':>22s}{'IQM [95% CI]':>24s}{'task mean [95% CI]':>26s}{'calls':>7s}{'wall s':>8s}")
     for arm, v in s["arms"].items():
         seeds = " ".join(f"{x:.2f}" for x in v["per_seed"])
         iqm = f"{v['iqm']:.3f} [{v['iqm_ci95'][0]:.3f}, {v['iqm_ci95'][1]:.3f}]"
         tm = f"{v['task_mean']:.3f} [{v['task_mean_ci95'][0]:.3f}, {v['task_mean_ci95'][1]:.3f}]"
         calls = f"{v['tool_calls_final']:.2f}" if "tool_calls_final" in v else ""
         wall = f"{v['wall_s_mean']:.0f}" if "wall_s_mean" in v else ""
-        print(f"{arm:18s}{seeds:>22s}{iqm:>24s}{tm:>26s}{calls:>7s}{wall:>8s}")
+        print(f"{arm:18s}{','.join(v['seeds']):>8s}{seeds:>22s}{iqm:>24s}{tm:>26s}{calls:>7s}{wall:>8s}")
     if "p_spear_beats_grpo" in s:
         p = s["p_spear_beats_grpo"]
-        print(f"P(GRPO+SPEAR > GRPO) on the panel: {p['point']:.3f} [{p['ci95'][0]:.3f}, {p['ci95'][1]:.3f}]")
+        print(f"P(GRPO+SPEAR > GRPO) on the panel (their common seeds): {p['point']:.3f} [{p['ci95'][0]:.3f}, {p['ci95'][1]:.3f}]")
     print(f"plot: {plot(res, png)}")
 
 
