@@ -17,12 +17,12 @@ import pytest
 import forage  # noqa: F401
 from forage.agents import ChatTokenizer, RolloutConfig, RolloutEngine, ScriptedPolicy
 from forage.asgi_thread import ThreadedASGIServer
-from forage.envs import RemoteEnv, Task, ToolEnv, answer_tool
+from forage.envs import RemoteEnv
 from forage.envs.remote import SessionExpired
 from forage.envs.server import EnvServerConfig, create_app
-from forage.tools import tool
 
 from _agents_helpers import tokenizer
+from _recording_env import RecordingEnv
 from _remote_helpers import env_server
 from test_remote_env import RawWS, health
 
@@ -134,34 +134,20 @@ def test_ws_end_episode_message(server):
 
 # -- the rollout engine ends a remote episode: the server's env is scored and torn down at once -----
 
-@tool
-def think(note: str) -> str:
-    """Think out loud."""
-    return "ok"
+RECORDING_ID = "ForageTest/RemoteRecording-v0"
 
 
-class RecordingEnv(ToolEnv):
-    """A tiny env that records when it is scored and torn down, with a reward that counts tool calls."""
+class RemoteRecordingEnv(RecordingEnv):
+    """The recording env with a reward of 0.25 a tool call, so the remote and in-process rewards can differ."""
 
     def __init__(self, **kwargs: Any) -> None:
-        self.log: list[str] = []
-        super().__init__([Task("t0", "What is 2+2?", "4")], [think, answer_tool()], **kwargs)
-
-    def score(self, episode) -> dict[str, float]:
-        self.log.append(f"score:{episode.stop_reason}")
-        return {"correct": float(episode.answer == "4"), "effort": 0.25 * episode.tool_calls}
-
-    async def teardown_episode(self, episode) -> None:
-        self.log.append("teardown")
-
-
-RECORDING_ID = "ForageTest/RemoteRecording-v0"
+        super().__init__(effort_per_call=0.25, **kwargs)
 
 
 @pytest.fixture(scope="module")
 def recording_server():
     if RECORDING_ID not in gym.registry:
-        gym.register(RECORDING_ID, entry_point=RecordingEnv)
+        gym.register(RECORDING_ID, entry_point=RemoteRecordingEnv)
     app = create_app(EnvServerConfig(RECORDING_ID, kwargs={"max_turns": 8}))
     with ThreadedASGIServer(app, lifespan="on", thread_name="test-remote-end") as srv:
         yield srv, app.state.manager
@@ -185,7 +171,7 @@ def test_engine_turn_limit_ends_the_remote_episode_at_once(recording_server, tra
         seen.append(list(session.env.log))
 
     (t,) = engine.run_sync(make, [0], on_done=at_done)
-    (want,) = engine.run_sync(lambda: RecordingEnv(max_turns=8), [0])
+    (want,) = engine.run_sync(lambda: RemoteRecordingEnv(max_turns=8), [0])
     assert t.error is None, t.error
     assert seen == [["score:max_turns", "teardown"]]
     assert t.stop_reason == want.stop_reason == "max_turns" and t.truncated

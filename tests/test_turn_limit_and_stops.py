@@ -14,9 +14,9 @@ import pytest
 
 import forage  # noqa: F401
 from forage.agents import ChatTokenizer, Generation, RolloutConfig, RolloutEngine, SamplingParams, ScriptedPolicy
-from forage.envs import Task, ToolEnv, answer_tool
-from forage.tools import ToolCall, ToolResult, get_format, tool
+from forage.tools import ToolCall, ToolResult, get_format
 from _agents_helpers import tokenizer
+from _recording_env import RecordingEnv
 
 ENV = "forage/LookupQA-v0"
 
@@ -97,27 +97,6 @@ def test_imagined_results_do_not_end_the_episode_without_stops(chat, fmt_name):
 
 
 # -- one turn limit: the env's, and the engine ends episodes through the env -----------------------
-
-@tool
-def think(note: str) -> str:
-    """Think out loud."""
-    return "ok"
-
-
-class RecordingEnv(ToolEnv):
-    """A tiny env that records when it is scored and torn down."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.log: list[str] = []
-        super().__init__([Task("t0", "What is 2+2?", "4")], [think, answer_tool()], **kwargs)
-
-    def score(self, episode) -> dict[str, float]:
-        self.log.append(f"score:{episode.stop_reason}")
-        return {"correct": float(episode.answer == "4")}
-
-    async def teardown_episode(self, episode) -> None:
-        self.log.append("teardown")
-
 
 def run_and_check_at_done(chat, policy, config: RolloutConfig, env_kwargs: dict[str, Any]) -> tuple[Any, list[str]]:
     """One episode; returns the trajectory and the env's log as it was when the episode was reported done."""
