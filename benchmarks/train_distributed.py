@@ -32,27 +32,14 @@ def episodes(step: int, n: int, model) -> list:
     """This rank's share of step ``step``'s ``n`` fixed episodes, scored by ``model``."""
     import torch
 
-    from forage.agents.hf import sequence_logprobs
-    from forage.agents.trajectory import Trajectory
-    from forage.training.distributed import shard_bounds
+    from forage.training.fixed import fixed_episodes
 
     g = torch.Generator().manual_seed(step)
     specs = []
     for i in range(n):
         n_p, n_g = int(torch.randint(16, 32, (1,), generator=g)), int(torch.randint(16, 48, (1,), generator=g))
         specs.append((i // 4, n_p, n_g, torch.randint(0, VOCAB, (n_p + n_g,), generator=g).tolist(), float(i % 2)))
-    rank, size = 0, 1
-    if torch.distributed.is_initialized():
-        rank, size = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    a, b = shard_bounds(n, rank, size)
-    out = []
-    for task, n_p, n_g, ids, reward in specs[a:b]:
-        lp = sequence_logprobs(model, ids)
-        mask = [0] * n_p + [1] * n_g
-        out.append(Trajectory(env_id="fixed", task_id=f"task-{task}", token_ids=ids, loss_mask=mask,
-                              logprobs=[x if m else 0.0 for x, m in zip(lp, mask)], turn_spans=[(n_p, n_p + n_g)],
-                              reward=reward, reward_components={"correct": reward}, group=f"task-{task}"))
-    return out
+    return fixed_episodes(specs, model)
 
 
 def worker(spec: dict) -> None:

@@ -1,4 +1,7 @@
-"""Start ``forage serve env`` as a real subprocess on 127.0.0.1 with a free port, and always stop it."""
+"""Start ``forage serve env`` as a real subprocess on 127.0.0.1 with a free port, and always stop it.
+
+Also the remote tests' module fixtures: the server and the in-process env it is checked against.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,11 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
+import gymnasium as gym
 import httpx
+import pytest
 
 from forage.asgi_thread import free_port
 
@@ -63,3 +68,23 @@ def env_server(env_id: str = "forage/LookupQA-v0", *args: str) -> Iterator[EnvSe
         yield server
     finally:
         server.stop()
+
+
+def remote_fixtures(env_id: str, *server_args: str) -> tuple[Any, Any]:
+    """Module-scoped fixtures: ``server`` (``forage serve env ENV_ID SERVER_ARGS``), ``local`` (the env in process).
+
+    In a test module: ``server, local = remote_fixtures(ENV_ID)``.
+    """
+
+    @pytest.fixture(scope="module")
+    def server() -> Iterator[EnvServerProcess]:
+        with env_server(env_id, *server_args) as s:
+            yield s
+
+    @pytest.fixture(scope="module")
+    def local() -> Iterator[Any]:
+        env = gym.make(env_id).unwrapped
+        yield env
+        env.close()
+
+    return server, local

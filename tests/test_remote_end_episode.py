@@ -23,7 +23,7 @@ from forage.envs.server import EnvServerConfig, create_app
 
 from _agents_helpers import tokenizer
 from _recording_env import RecordingEnv
-from _remote_helpers import env_server
+from _remote_helpers import remote_fixtures
 from test_remote_env import RawWS, health
 
 ENV_ID = "forage/LookupQA-v0"
@@ -34,17 +34,7 @@ def as_json(x: Any) -> Any:
     return json.loads(json.dumps(x))
 
 
-@pytest.fixture(scope="module")
-def server():
-    with env_server(ENV_ID) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def local():
-    env = gym.make(ENV_ID).unwrapped
-    yield env
-    env.close()
+server, local = remote_fixtures(ENV_ID)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

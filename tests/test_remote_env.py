@@ -19,7 +19,7 @@ from forage.envs import RemoteEnv, RemoteEnvError, UnicodeText
 from forage.envs.remote import SessionExpired
 from forage.envs.server import MAX_BATCH
 
-from _remote_helpers import EnvServerProcess, env_server
+from _remote_helpers import EnvServerProcess, env_server, remote_fixtures
 
 ENV_ID = "forage/LookupQA-v0"
 TRANSPORTS = ["ws", "http"]
@@ -63,17 +63,7 @@ class RawWS:
         self.ws.close()
 
 
-@pytest.fixture(scope="module")
-def server():
-    with env_server(ENV_ID, "--max-sessions", "200") as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def local():
-    env = gym.make(ENV_ID).unwrapped
-    yield env
-    env.close()
+server, local = remote_fixtures(ENV_ID, "--max-sessions", "200")
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

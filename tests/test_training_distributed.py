@@ -31,9 +31,7 @@ EXACT = {"algo.cov": {"mode": "none"}, "replay.cov": {"mode": "none"}, "optim.gr
 
 def fixed_rollout(step: int, model: Any) -> list:
     """This rank's share of the step's fixed episodes (all of them in one process), with the model's log-probs."""
-    from forage.agents.hf import sequence_logprobs
-    from forage.agents.trajectory import Trajectory
-    from forage.training.distributed import shard_bounds
+    from forage.training.fixed import fixed_episodes
 
     from _training_helpers import VOCAB
 
@@ -45,20 +43,8 @@ def fixed_rollout(step: int, model: Any) -> list:
             ids = torch.randint(0, VOCAB, (n_p + n_g,), generator=g).tolist()
             # task 0 always fails (a zero-variance group: filtered); the others succeed half the time
             reward = 0.0 if task == 0 else float(torch.rand(1, generator=g) < 0.5)
-            specs.append((task, n_p, n_g, ids, reward))
-    rank, size = 0, 1
-    if torch.distributed.is_initialized():
-        rank, size = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    a, b = shard_bounds(len(specs), rank, size)
-    out = []
-    for task, n_p, n_g, ids, reward in specs[a:b]:
-        lp = sequence_logprobs(model, ids)
-        mask = [0] * n_p + [1] * n_g
-        out.append(Trajectory(env_id="fixed", task_id=f"task-{task}", token_ids=ids, loss_mask=mask,
-                              logprobs=[x if m else 0.0 for x, m in zip(lp, mask)], turn_spans=[(n_p, n_p + n_g)],
-                              reward=reward, reward_components={"correct": reward}, group=f"task-{task}",
-                              num_tool_calls=task % 3))
-    return out
+            specs.append((task, n_p, n_g, ids, reward, task % 3))
+    return fixed_episodes(specs, model)
 
 
 def worker(args: dict) -> None:
