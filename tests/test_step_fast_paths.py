@@ -198,3 +198,46 @@ def test_lookup_caches_give_the_uncached_answers():
         assert first == ent.describe() == env.tools["lookup"](name=name).content
     assert kb.get("x" * 300) is None
     env.close()
+
+
+def test_xml_plan_follows_a_tool_replaced_under_the_same_name():
+    """The XML format works out each tool's argument shape once per tool set: a new tool object under an
+    old name (one string parameter -> two required ones) must be parsed by its own schema, not the cached one."""
+    from forage.tools.formats import get_format
+
+    fmt = get_format("xml")
+    one = Tool("f", "one", {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}, lambda q: q)
+    assert fmt.parse("<f>hello</f>", {"f": one}).calls[0].arguments == {"q": "hello"}
+    two = Tool("f", "two", {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}},
+                            "required": ["a", "b"]}, lambda a, b: a)
+    parsed = fmt.parse('<f>{"a": "x", "b": 2}</f>', {"f": two})
+    assert parsed.calls[0].arguments == {"a": "x", "b": 2} and not parsed.errors
+    assert fmt.parse("<f>hello</f>", {"f": two}).errors          # a bare string no longer fits
+    assert fmt.parse("<f>hello</f>", {"f": one}).calls[0].arguments == {"q": "hello"}
+
+
+def test_inline_calls_report_failures_as_the_loop_path_does():
+    """``call_inline`` (plain functions, no loop) gives the same results and error kinds as ``acall`` through a loop."""
+    from forage.tools import ToolError
+
+    def boom(x: str) -> str:
+        if x == "tool":
+            raise ToolError("no such page")
+        if x == "bug":
+            raise ZeroDivisionError("oops")
+        return x.upper()
+
+    inline = Tool("boom", "d", {"type": "object", "properties": {"x": {"type": "string"}}, "required": ["x"]}, boom)
+
+    class Looped(Tool):                      # the same function behind the async run(): not inline
+        async def run(self, episode=None, **arguments):
+            return boom(**arguments)
+
+    looped = Looped("boom", "d", inline.parameters)
+    assert inline.inline and not looped.inline
+    for args in ({"x": "ok"}, {"x": "tool"}, {"x": "bug"}, {"x": 3}, {}):
+        got, want = inline.call_inline(args), asyncio.run(looped.acall(args))
+        assert (got.content, got.error, got.name) == (want.content, want.error, want.name), args
+    assert asyncio.run(inline.acall({"x": "ok"})).content == "OK"
+    with pytest.raises(TypeError):
+        looped.call_inline({"x": "ok"})

@@ -107,9 +107,7 @@ class _LoopRunner:
 
     def run(self, coro: Coroutine[Any, Any, T], eager: bool = False) -> T:
         """Run ``coro`` to completion; ``eager``: step it inline first and use the loop only if it suspends."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
+        if asyncio.events._get_running_loop() is None:  # no running loop: the common, sync case (no exception raised)
             if self._loop is None or self._loop.is_closed():
                 self._loop = asyncio.new_event_loop()
             if not eager:
@@ -275,7 +273,14 @@ class ToolEnv(gym.Env[str, str]):
         for steps, every tool is a plain function and there is no tool timeout. Such calls need no event loop."""
         if not self._plain_hooks:
             return False
-        return op == "reset" or (self.tool_timeout is None and all(t.inline for t in self.tools.values()))
+        if op == "reset":
+            return True
+        if self.tool_timeout is not None:
+            return False
+        for t in self.tools.values():
+            if not t.inline:
+                return False
+        return True
 
     async def areset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Async twin of :meth:`reset`."""
@@ -351,25 +356,29 @@ class ToolEnv(gym.Env[str, str]):
         elif ep.turn >= self.max_turns:
             truncated, ep.stop_reason = True, "max_turns"
 
-        format_problem = (
-            len(errors) > 0
-            or any(r.error in ("unknown_tool", "invalid_arguments") for r in results)
-        )
+        format_problem = bool(errors)
+        tool_errors = errors[:]
+        for r in results:
+            if r.error is not None:
+                tool_errors.append(r.content)
+                format_problem = format_problem or r.error in ("unknown_tool", "invalid_arguments")
         rewards = {"format": -1.0 if format_problem else 0.0}
         if terminated or truncated:
             ep.done = True
             rewards.update(self.score(ep))
             await self._teardown(ep)
+        reward = 0.0
+        totals, weights = ep.reward_totals, self.reward_weights
         for k, v in rewards.items():
-            ep.reward_totals[k] = ep.reward_totals.get(k, 0.0) + v
-        reward = float(sum(self.reward_weights.get(k, 1.0) * v for k, v in rewards.items()))
+            totals[k] = totals.get(k, 0.0) + v
+            reward += weights.get(k, 1.0) * v
         ep.transcript.append({"role": "tool", "content": observation})
         info = {
             "role": "tool",
             "turn": ep.turn,
             "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls],
             "tool_results": [{"name": r.name, "error": r.error, "truncated": r.truncated} for r in results],
-            "tool_errors": errors + [r.content for r in results if r.error],
+            "tool_errors": tool_errors,
             "num_tool_calls": ep.tool_calls,
             "rewards": rewards,
             "answer": ep.answer,
@@ -464,14 +473,15 @@ class ToolEnv(gym.Env[str, str]):
                               name=call.name, call_id=call.id)
         ep.tool_calls += 1
         started = time.perf_counter()
-        coro = t.acall(call.arguments, ep)
         if self.tool_timeout is not None:
             try:
-                res = await asyncio.wait_for(coro, self.tool_timeout)
+                res = await asyncio.wait_for(t.acall(call.arguments, ep), self.tool_timeout)
             except asyncio.TimeoutError:
                 res = ToolResult(f"Error: {call.name} timed out after {self.tool_timeout:g} s", error="timeout", name=call.name)
+        elif t.inline:  # a plain function: no coroutine to await
+            res = t.call_inline(call.arguments, ep)
         else:
-            res = await coro
+            res = await t.acall(call.arguments, ep)
         res.call_id = call.id
         res.metadata.setdefault("seconds", time.perf_counter() - started)
         res.content, cut = truncate_text(res.content, self.max_result_chars)

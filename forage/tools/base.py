@@ -170,26 +170,48 @@ class Tool:
 
     async def acall(self, arguments: dict[str, Any], episode: Any = None) -> ToolResult:
         """Validate and run a call; every failure becomes an error ToolResult."""
+        if self._inline:
+            return self.call_inline(arguments, episode)
         problem = self.validate(arguments)
         if problem is not None:
-            return ToolResult(f"Error: invalid arguments for {self.name}: {problem}", error="invalid_arguments", name=self.name)
+            return self._invalid(problem)
         try:
-            if self._inline:
-                kwargs = dict(arguments)
-                if self._episode_arg:
-                    kwargs[self._episode_arg] = episode
-                out = self._fn(**kwargs)  # type: ignore[misc]
-            else:
-                coro: Awaitable[Any] = self.run(episode, **arguments)
-                out = await (asyncio.wait_for(coro, self.timeout) if self.timeout else coro)
+            coro: Awaitable[Any] = self.run(episode, **arguments)
+            out = await (asyncio.wait_for(coro, self.timeout) if self.timeout else coro)
         except asyncio.TimeoutError:
             return ToolResult(f"Error: {self.name} timed out after {self.timeout:g} s", error="timeout", name=self.name)
-        except ToolError as e:
-            return ToolResult(f"Error: {e}", error="tool_error", name=self.name)
         except asyncio.CancelledError:
             raise
-        except Exception as e:  # a bug in a tool must not crash the episode
-            return ToolResult(f"Error: {self.name} failed: {type(e).__name__}: {e}", error="exception", name=self.name)
+        except Exception as e:
+            return self._failure(e)
+        return self._as_result(out)
+
+    def call_inline(self, arguments: dict[str, Any], episode: Any = None) -> ToolResult:
+        """:meth:`acall` for a plain-function tool (``inline``), run in the caller's thread without a loop."""
+        if not self._inline:
+            raise TypeError(f"tool {self.name!r} is not a plain function; await acall()")
+        problem = self.validate(arguments)
+        if problem is not None:
+            return self._invalid(problem)
+        kwargs = dict(arguments)
+        if self._episode_arg:
+            kwargs[self._episode_arg] = episode
+        try:
+            out = self._fn(**kwargs)  # type: ignore[misc]
+        except Exception as e:
+            return self._failure(e)
+        return self._as_result(out)
+
+    def _invalid(self, problem: str) -> ToolResult:
+        return ToolResult(f"Error: invalid arguments for {self.name}: {problem}", error="invalid_arguments", name=self.name)
+
+    def _failure(self, e: Exception) -> ToolResult:
+        """A raised ToolError is the tool's message; anything else is a bug in the tool, which must not crash the episode."""
+        if isinstance(e, ToolError):
+            return ToolResult(f"Error: {e}", error="tool_error", name=self.name)
+        return ToolResult(f"Error: {self.name} failed: {type(e).__name__}: {e}", error="exception", name=self.name)
+
+    def _as_result(self, out: Any) -> ToolResult:
         if isinstance(out, ToolResult):
             out.name = out.name or self.name
             return out

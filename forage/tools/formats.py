@@ -258,19 +258,23 @@ class XMLTagFormat(ToolCallFormat):
 
     def __init__(self, result_tag: str = "information") -> None:
         self.result_tag = result_tag
-        self._openers: dict[tuple[str, ...], re.Pattern[str]] = {}
+        self._plans: dict[tuple[Tool, ...], tuple[re.Pattern[str], dict[str, tuple[Tool, bool, bool, bool, str | None]]]] = {}
 
-    def _opener(self, tools: Mapping[str, Tool]) -> re.Pattern[str]:
-        """One regex for every tool's opening tag and the result tag (compiled once per tool set)."""
-        key = tuple(tools)
-        pattern = self._openers.get(key)
-        if pattern is None:
+    def _plan(self, tools: Mapping[str, Tool]) -> tuple[re.Pattern[str], dict[str, tuple[Tool, bool, bool, bool, str | None]]]:
+        """One regex for every tool's opening tag and the result tag, and how each tool's body becomes
+        its arguments (several required parameters, none, several properties, the text parameter):
+        worked out once per tool set, not once per call."""
+        key = tuple(tools.values())
+        plan = self._plans.get(key)
+        if plan is None:
             tags = sorted({*tools, self.result_tag}, key=len, reverse=True)
             pattern = re.compile("<(" + "|".join(re.escape(t) for t in tags) + ")>")
-            if len(self._openers) > 64:
-                self._openers.clear()
-            self._openers[key] = pattern
-        return pattern
+            shapes = {name: (t, len(t.required) > 1, not t.required, len(t.properties) > 1, self._text_param(t))
+                      for name, t in tools.items()}
+            if len(self._plans) > 64:
+                self._plans.clear()
+            plan = self._plans[key] = (pattern, shapes)
+        return plan
 
     def parse(self, text: str, tools: Mapping[str, Tool]) -> ParsedAction:
         # One left-to-right pass: every search starts where the last one ended.
@@ -278,7 +282,7 @@ class XMLTagFormat(ToolCallFormat):
         if not tools:
             out.text = text.strip()
             return out
-        opener = self._opener(tools)
+        opener, shapes = self._plan(tools)
         pos = 0
         pieces: list[str] = []
         while True:
@@ -286,26 +290,26 @@ class XMLTagFormat(ToolCallFormat):
             if not m:
                 pieces.append(text[pos:])
                 break
-            pieces.append(text[pos : m.start()])
+            start, body_start = m.span()
+            pieces.append(text[pos:start])
             name = m.group(1)
-            if name not in tools:  # the model writes the results itself
+            shape = shapes.get(name)
+            if shape is None:  # the model writes the results itself
                 out.errors.append(_imagined_results(name))
                 break
             close = f"</{name}>"
-            end = text.find(close, m.end())
+            end = text.find(close, body_start)
             if end < 0:
                 out.errors.append(f"<{name}> was opened but never closed with {close}")
                 break
-            body = text[m.end() : end]
-            raw = text[m.start() : end + len(close)]
             pos = end + len(close)
-            args, problem = self._arguments(tools[name], body)
+            args, problem = self._arguments(shape, text[body_start:end])
             if problem:
                 out.errors.append(f"<{name}>: {problem}")
             else:
-                out.calls.append(ToolCall(name=name, arguments=args or {}, id=f"call_{len(out.calls)}", raw=raw))
+                out.calls.append(ToolCall(name, args or {}, f"call_{len(out.calls)}", text[start:pos]))
         out.text = "".join(pieces).strip()
-        return _finish(out)
+        return _finish(out) if len(out.errors) > MAX_ERRORS else out
 
     def stop_strings(self, tools: Iterable[Tool] | Mapping[str, Tool]) -> tuple[str, ...]:
         names = tools.keys() if isinstance(tools, Mapping) else [t.name for t in tools]
@@ -320,15 +324,16 @@ class XMLTagFormat(ToolCallFormat):
                 return p
         return None
 
-    def _arguments(self, t: Tool, body: str) -> tuple[dict[str, Any] | None, str | None]:
+    @staticmethod
+    def _arguments(shape: tuple[Tool, bool, bool, bool, str | None], body: str) -> tuple[dict[str, Any] | None, str | None]:
+        _, several_required, none_required, several_properties, param = shape
         stripped = body.strip()
-        if len(t.required) > 1 or (not t.required and stripped.startswith("{")):
+        if several_required or (none_required and stripped.startswith("{")):
             return _coerce_arguments(stripped)
-        if stripped.startswith("{") and len(t.properties) > 1:
+        if several_properties and stripped.startswith("{"):
             args, problem = _coerce_arguments(stripped)
             if args is not None:
                 return args, None
-        param = self._text_param(t)
         if param is None:
             return ({}, None) if not stripped else _coerce_arguments(stripped)
         return {param: body.strip("\n")}, None
