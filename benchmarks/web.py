@@ -8,9 +8,11 @@ baseline is the fastest plain way to fetch the same pages per episode: one ``htt
 per episode (sharing one TLS context, as the browsers do) doing a GET and decoding the body.
 Prints pages/s, p50/p99 latency and the client's CPU time per page of each, and their ratios;
 each level runs ``--repeats`` times in alternation and the best of each is kept (a loaded machine
-slows both sides unevenly; the CPU time per page is the steadier figure there).
+slows both sides unevenly; the CPU time per page is the steadier figure there). ``--breakdown`` also
+prints where one page's client CPU time goes, by component, for both sides (one episode; each
+component's thread CPU time, summed over the pages).
 
-    python benchmarks/web.py [--pages 400] [--concurrency 1 16] [--repeats 3] [--json benchmarks/results/web.json]
+    python benchmarks/web.py [--pages 400] [--concurrency 1 16] [--repeats 3] [--breakdown] [--json FILE]
 """
 
 from __future__ import annotations
@@ -101,12 +103,90 @@ async def run_httpx(urls: list[str], concurrency: int) -> tuple[float, list[floa
     return len(urls) / (time.perf_counter() - t0), lat, errors
 
 
+def breakdown(base: str, urls: list[str], repeats: int) -> dict[str, dict[str, float]]:
+    """Client CPU us per page by component, browser tool and baseline at one episode (the best of ``repeats``)."""
+    import functools
+
+    from lxml import etree
+
+    import forage.sandboxes.web.browser as B
+    import forage.sandboxes.web.page as P
+
+    acc: dict[str, float] = {}
+
+    def timed(name: str, fn, is_async: bool = False):
+        if is_async:
+            async def wrapper(*a, **k):
+                t = time.thread_time()
+                try:
+                    return await fn(*a, **k)
+                finally:
+                    acc[name] = acc.get(name, 0.0) + time.thread_time() - t
+        else:
+            def wrapper(*a, **k):
+                t = time.thread_time()
+                try:
+                    return fn(*a, **k)
+                finally:
+                    acc[name] = acc.get(name, 0.0) + time.thread_time() - t
+        return functools.wraps(fn)(wrapper)
+
+    # (object, attribute, label, async); labels starting with "  of which" are parts of the line above
+    patches = [(B.Browser, "fetch", "fetch: URL check, pinned connection, request, capped body", True),
+               (B, "check_url", "  of which URL check (check_url, each hop)", False),
+               (B.Browser, "_read", "  of which body: streamed, size-capped", True),
+               (etree, "fromstring", "lxml HTML parse", False),
+               (P._Renderer, "walk", "render: text lines, numbered links", False),
+               (B, "parse_page", "parse_page (all)", False),
+               (P.Page, "paginate", "views (paginate)", False),
+               (httpx.AsyncClient, "get", "httpx get: request, connection, response, body", True)]
+    saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _, _ in patches]
+    text_prop = httpx.Response.text
+    for obj, attr, name, is_async in patches:
+        setattr(obj, attr, timed(name, getattr(obj, attr), is_async))
+    httpx.Response.text = property(timed("decode (.text)", text_prop.fget))
+    best: dict[str, dict[str, float]] = {}
+    try:
+        for _ in range(repeats):
+            for side, run in (("browser tool", lambda: run_browser_tool(base, urls, 1)),
+                              ("plain httpx GET", lambda: run_httpx(urls, 1))):
+                acc.clear()
+                cpu0 = time.process_time()
+                asyncio.run(run())
+                row = {k: v * 1e6 / len(urls) for k, v in acc.items()}
+                row["total (process CPU)"] = (time.process_time() - cpu0) * 1e6 / len(urls)
+                if side not in best or row["total (process CPU)"] < best[side]["total (process CPU)"]:
+                    best[side] = row
+    finally:
+        for obj, attr, fn in saved:
+            setattr(obj, attr, fn)
+        httpx.Response.text = text_prop
+    order = [name for _, _, name, _ in patches] + ["decode (.text)"]
+    b = best["browser tool"]
+    b["parse_page: decode, title, base, Page"] = (b.pop("parse_page (all)", 0.0) - b.get("lxml HTML parse", 0.0)
+                                                  - b.get("render: text lines, numbered links", 0.0))
+    order.insert(order.index("views (paginate)"), "parse_page: decode, title, base, Page")
+    for side, row in best.items():
+        total = row.pop("total (process CPU)")
+        parts = sum(v for k, v in row.items() if not k.startswith("  of which"))
+        print(f"{side}: client CPU us per page, one episode")
+        for k in order:
+            if k in row:
+                print(f"    {k:60s} {row[k]:7.1f}")
+        row["rest: event loop, tool call, bookkeeping, render"] = total - parts
+        row["total (process CPU)"] = total
+        for k in ("rest: event loop, tool call, bookkeeping, render", "total (process CPU)"):
+            print(f"    {k:60s} {row[k]:7.1f}")
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pages", type=int, default=400)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--repeats", type=int, default=3, help="alternating runs per level; the best of each is kept")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--breakdown", action="store_true", help="also print the client CPU per page by component")
     args = ap.parse_args()
 
     from forage.asgi_thread import free_port
@@ -150,12 +230,16 @@ def main() -> None:
                   f"plain httpx GET {h_ps:7.1f} pages/s  p50 {row['httpx_p50_ms']:6.1f} ms  "
                   f"p99 {row['httpx_p99_ms']:6.1f} ms  cpu {h_cpu:5.2f} ms/page | ratio x{b_ps / h_ps:.2f} pages/s, "
                   f"x{h_cpu / b_cpu:.2f} by CPU ({b_err + h_err} errors)")
+        parts = breakdown(base, urls, args.repeats) if args.breakdown else None
     finally:
         proc.terminate()
         proc.wait(timeout=10)
     if args.json:
-        Path(args.json).write_text(json.dumps({"pages": len(urls), "mean_html_kib": round(mean_kb, 1),
-                                               "cpu_cores": os.cpu_count(), "runs": rows}, indent=2) + "\n")
+        out = {"pages": len(urls), "mean_html_kib": round(mean_kb, 1), "cpu_cores": os.cpu_count(), "runs": rows}
+        if parts is not None:
+            out["cpu_us_per_page_by_component"] = {side: {k: round(v, 1) for k, v in row.items()}
+                                                   for side, row in parts.items()}
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

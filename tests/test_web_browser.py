@@ -232,3 +232,32 @@ async def test_a_host_stays_pinned_to_its_checked_address(web_site, monkeypatch)
     assert e.value.kind == "address" and connected == ["127.0.0.1", "127.0.0.1"]
     await b.aclose()
     await fresh.aclose()
+
+
+async def test_the_default_transport_connects_to_the_pinned_address(web_site, monkeypatch):
+    """The browser's own transport (httpx's pool called with the checked address) pins too: a name only the fake DNS
+    knows is reached at its checked 127.0.0.1 over one kept-alive connection, a rebound answer is never used, and
+    the pinned address is re-checked on every request."""
+    loop = asyncio.get_running_loop()
+    answers, asked = ["127.0.0.1"], []
+
+    async def fake_getaddrinfo(host, port, **kw):
+        asked.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[-1], port))]
+
+    monkeypatch.setattr(loop, "getaddrinfo", fake_getaddrinfo)
+    policy = ContainmentPolicy(allowed_hosts=(f"pinned.test:{web_site.port}",), allowed_networks=("127.0.0.0/8",))
+    b = Browser(BrowserConfig(policy))
+    assert "Page: Volcano" in await b.open(f"http://pinned.test:{web_site.port}/wiki/Volcano")
+    transport = b._get_client()._transport
+    assert isinstance(transport, PinnedTransport) and transport._pool is not None   # the direct path was taken
+    answers.append("10.0.0.1")
+    assert "Page: Lava" in await b.open(f"http://pinned.test:{web_site.port}/wiki/Lava")
+    assert asked == ["pinned.test"]
+    origins = [bytes(c._origin.host) for c in transport._pool.connections]
+    assert origins == [b"127.0.0.1"]   # the connection was opened to the checked address, not to the name
+    policy._networks = []
+    with pytest.raises(NavigationRefused) as e:
+        await b.open(f"http://pinned.test:{web_site.port}/wiki/Iron")
+    assert e.value.kind == "address" and asked == ["pinned.test"] * 2
+    await b.aclose()

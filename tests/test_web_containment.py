@@ -168,3 +168,31 @@ async def test_https_is_pinned_and_keeps_the_name_for_tls(tmp_path, web_corpus):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+async def test_the_tool_timeout_answers_in_time_and_runs_no_task_per_call(silent_server, hostile_server):
+    """The browser tools enforce their own timeout (asyncio.timeout inside the call): a page that never answers is a
+    "timeout" result after the tool's limit, not the browser's longer one; a normal call runs in the caller's task."""
+    import time
+    from types import SimpleNamespace
+
+    from forage.sandboxes.web import make_browser_tools
+
+    open_tool = make_browser_tools(["open"], timeout=0.3)[0]
+    ep = SimpleNamespace(state={"browser": _browser(silent_server, hostile_server.host_port, total_timeout=10.0,
+                                                    read_timeout=10.0)})
+    t = time.perf_counter()
+    res = await open_tool.acall({"url": f"http://{silent_server}/"}, ep)
+    assert res.error == "timeout" and res.content == "Error: open timed out after 0.3 s" and res.name == "open"
+    assert time.perf_counter() - t < 3.0
+    tasks = []
+    orig = ep.state["browser"].navigate
+
+    async def navigate(url):
+        tasks.append(asyncio.current_task())
+        return await orig(url)
+
+    ep.state["browser"].navigate = navigate
+    res = await open_tool.acall({"url": hostile_server.url + "/ok"}, ep)
+    assert res.error is None and "Fine" in res.content and tasks == [asyncio.current_task()]
+    await ep.state["browser"].aclose()

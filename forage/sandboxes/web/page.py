@@ -82,71 +82,93 @@ class _Renderer:
         self.buf, self.prefix = [], ""
 
     def walk(self, root: etree._Element) -> None:
-        # A stack of (element, closing): the opening visit renders the element and schedules its close,
-        # whose work (block end, table cell bar) comes before the element's tail text.
-        stack: list[tuple[etree._Element, bool]] = [(child, False) for child in root[::-1]]
+        # A stack of (element, name): name None is the opening visit, which renders the element and
+        # schedules its close (its lower-cased tag name), whose work (block end, table cell bar) comes
+        # before the element's tail text. The loop is written flat (locals, no per-element method
+        # calls): it is the bulk of a page's parse-and-render time.
+        stack: list[tuple[etree._Element, str | None]] = [(child, None) for child in root[::-1]]
+        push, pop, extend = stack.append, stack.pop, stack.extend
+        buf = self.buf
+        add = buf.append
+        block, headings, skip = _BLOCK, _HEADINGS, _SKIP
         if root.text:
-            self.buf.append(root.text)
+            add(root.text)
         while stack:
-            el, closing = stack.pop()
-            if closing:
-                name = el.tag.lower()
-                if name in _BLOCK:
-                    self.flush()
-                elif name in ("td", "th"):
-                    self.buf.append(" | ")
+            el, closing = pop()
+            if closing is not None:
+                if closing in block:
+                    if buf:
+                        self.flush()
+                        buf = self.buf
+                        add = buf.append
+                    else:
+                        self.prefix = ""
+                elif closing == "td" or closing == "th":
+                    add(" | ")
                 if el.tail:
-                    self.buf.append(el.tail)
+                    add(el.tail)
                 continue
             tag = el.tag
-            if not isinstance(tag, str) or self._hidden(el, tag.lower()):  # comments, PIs, entities, hidden parts
+            if type(tag) is not str:  # comments, PIs, entities
                 if el.tail:
-                    self.buf.append(el.tail)
+                    add(el.tail)
                 continue
             name = tag.lower()
-            if name in _BLOCK:
-                self.flush()
-            if name in _HEADINGS:
-                self.prefix = "#" * int(name[1]) + " "
-            elif name == "li":
-                self.prefix = "- "
-            stack.append((el, True))
-            if name == "a" and el.get("href") is not None:
-                self.anchor(el)
+            get = el.get
+            if name in skip or get("hidden") is not None or get("aria-hidden") == "true":
+                if el.tail:
+                    add(el.tail)
+                continue
+            style = get("style")
+            if style:
+                style = style.replace(" ", "").lower()
+                if "display:none" in style or "visibility:hidden" in style:
+                    if el.tail:
+                        add(el.tail)
+                    continue
+            if name in block:
+                if buf:
+                    self.flush()
+                    buf = self.buf
+                    add = buf.append
+                else:
+                    self.prefix = ""
+                if name in headings:
+                    self.prefix = "#" * int(name[1]) + " "
+                elif name == "li":
+                    self.prefix = "- "
+            push((el, name))
+            if name == "a":
+                if get("href") is not None:
+                    self.anchor(el)
+                    continue
             elif name == "img":
-                alt = " ".join((el.get("alt") or "").split())
+                alt = " ".join((get("alt") or "").split())
                 if alt:
-                    self.buf.append(f" [image: {alt}] ")
-            elif name in ("input", "textarea", "select"):
-                kind = (el.get("type") or name).lower()
+                    add(f" [image: {alt}] ")
+                continue
+            elif name == "input" or name == "textarea" or name == "select":
+                kind = (get("type") or name).lower()
                 if kind not in ("hidden", "submit", "button"):
-                    label = el.get("aria-label") or el.get("placeholder") or el.get("name") or ""
-                    self.buf.append(f" [{kind} field {label}] ".replace("  ", " "))
-                elif kind in ("submit", "button") and el.get("value"):
-                    self.buf.append(f" [button {el.get('value')}] ")
-            else:
-                if el.text:
-                    self.buf.append(el.text)
-                if len(el):
-                    stack.extend([(child, False) for child in el[::-1]])
-
-    @staticmethod
-    def _hidden(el: etree._Element, name: str) -> bool:
-        if name in _SKIP or el.get("hidden") is not None or el.get("aria-hidden") == "true":
-            return True
-        style = el.get("style")
-        if style:
-            style = style.replace(" ", "").lower()
-            return "display:none" in style or "visibility:hidden" in style
-        return False
+                    label = get("aria-label") or get("placeholder") or get("name") or ""
+                    add(f" [{kind} field {label}] ".replace("  ", " "))
+                elif kind in ("submit", "button") and get("value"):
+                    add(f" [button {get('value')}] ")
+                continue
+            if el.text:
+                add(el.text)
+            if len(el):
+                extend([(child, None) for child in el[::-1]])
 
     def anchor(self, a: etree._Element) -> None:
         text = " ".join((" ".join(a.itertext()) if len(a) else (a.text or "")).split())
         text = text or (a.get("title") or "").strip() or "link"
         url = resolve_href(self.base, (a.get("href") or "").strip(), self.origin)
         if url[:8].lower().startswith(("http://", "https://")):
-            self.links.append(Link(len(self.links) + 1, text, url))
-            self.buf.append(f" [{len(self.links)}: {text}] ")
+            links = self.links
+            n = len(links) + 1
+            links.append(Link(n, text, url))
+            self.buf.append(f" [{n}: {text}] ")
         else:
             self.buf.append(f" {text} ")
 
