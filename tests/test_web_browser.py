@@ -176,7 +176,33 @@ async def test_rendered_pages_agree_with_an_independent_parser(web_site):
     await b.aclose()
 
 
-@given(st.sampled_from(["http://h:1/dir/page", "https://Ex.org/a/b?q=1#f", "http://h", "http://[::1]:8/x/"]),
+@given(st.lists(st.sampled_from(list("hH:/.?#[]@1\t\n -%é") + ["http", "HTTPS", "://", "ftp:"]), max_size=10))
+@settings(max_examples=3000, deadline=None)
+def test_origin_equals_urlsplit(parts):
+    from urllib.parse import urlsplit
+
+    url = "".join(parts)
+    try:
+        split = urlsplit(url)
+        want = f"{split.scheme}://{split.netloc}" if split.scheme in ("http", "https") and split.netloc else None
+    except ValueError:
+        want = None
+    assert _origin(url) == want, url
+    assert _origin("http://" + url) == _origin_by_urlsplit("http://" + url)
+
+
+def _origin_by_urlsplit(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        split = urlsplit(url)
+    except ValueError:
+        return None
+    return f"{split.scheme}://{split.netloc}" if split.scheme in ("http", "https") and split.netloc else None
+
+
+@given(st.sampled_from(["http://h:1/dir/page", "https://Ex.org/a/b?q=1#f", "http://h", "http://[::1]:8/x/",
+                        "HTTP://Host.Example:80/p/q"]),
        st.lists(st.sampled_from(list("/.?#;\\\t\r\n %:@=&a1é~-_\x00") + ["..", "//", "/./", "/../"]), max_size=12))
 @settings(max_examples=3000, deadline=None)
 def test_resolve_href_equals_urljoin(base, parts):

@@ -173,8 +173,14 @@ class _Renderer:
             self.buf.append(f" {text} ")
 
 
+_PLAIN_ORIGIN = re.compile(r"(https?)://([A-Za-z0-9.\-]+(?::[0-9]*)?)(?=[/?#]|\Z)", re.IGNORECASE)
+
+
 def _origin(url: str) -> str | None:
-    """``scheme://host[:port]`` of an http(s) URL, or None."""
+    """``scheme://host[:port]`` of an http(s) URL, or None (what urlsplit says; a plain URL without it)."""
+    m = _PLAIN_ORIGIN.match(url)
+    if m is not None:  # nothing urlsplit would strip, split or refuse before the path: the same two parts
+        return f"{m.group(1).lower()}://{m.group(2)}"
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -296,16 +302,18 @@ def parse_page(content: bytes | str, url: str, encoding: str | None = None) -> P
     if root is None:
         return Page(url=url, title=url, lines=[], links=[])
     base = url
-    base_tag = root.find(".//base[@href]")
+    # the first <base href>, <title> (descendants, document order) and <body> (a child), as find(".//base[@href]"),
+    # find(".//title") and find("body") give them, without ElementPath's Python-level path handling
+    base_tag = next((e for e in root.iterdescendants("base") if e.get("href") is not None), None)
     if base_tag is not None:
         try:
             base = urljoin(url, base_tag.get("href") or "")
         except ValueError:
             pass
-    title_tag = root.find(".//title")
+    title_tag = next(root.iterdescendants("title"), None)
     title = " ".join("".join(title_tag.itertext()).split()) if title_tag is not None else ""
     r = _Renderer(base)
-    body = root.find("body")
+    body = next(root.iterchildren("body"), None)
     r.walk(body if body is not None else root)
     r.flush()
     return Page(url=url, title=title or url, lines=r.lines, links=r.links)
