@@ -1,23 +1,34 @@
 """Retrieval benchmark: the HTTP service at 1/8/64 concurrent clients vs raw in-process encoder+FAISS.
 
 Prints queries/s, p50/p99 latency and queries per encoder call per concurrency level through
-``POST /retrieve`` (a uvicorn server on 127.0.0.1 in this process's thread, dynamic batching on,
-the clients one request of one query each), beside the baselines measured in the same run: the
-same queries through ``Encoder.encode_queries`` + ``DenseIndex.search`` directly, one at a time
-(the latency baseline) and in one batch (the throughput ceiling); each baseline is measured before
-and after the service runs and the faster figure is kept. Then the goals: at 64 clients >= 0.8x
-the raw batch q/s and >= 16 queries per encoder call; p50 at 1 client <= 1.2x the raw p50. Also
-prints index build throughput (docs/s) on a sample of the corpus. The query cache is off so every
-query is encoded.
+``POST /retrieve`` (``forage serve retriever`` in a process of its own by default, as it is deployed, with
+``--server thread``: a uvicorn server in this process's thread; dynamic batching on, the clients one
+request of one query each), beside the baselines measured in the same run: the same queries through
+``Encoder.encode_queries`` + ``DenseIndex.search`` directly, one at a time (the latency baseline), in one
+batch (the throughput ceiling) and in batches of each concurrency level (the most that level's clients can
+have in flight, so the most a batcher can join); each baseline is measured before and after the service
+runs and the faster figure is kept. Then the goals: at 64 clients >= 0.8x the raw batch q/s and >= 16
+queries per encoder call; p50 at 1 client <= 1.2x the raw p50. Also prints index build throughput
+(docs/s) on a sample of the corpus. The query cache is off so every query is encoded.
 
-    python benchmarks/retrieval.py [--queries 256] [--build-docs 512]
+Why the server runs in its own process: torch and FAISS each keep an OpenMP team of worker threads per
+calling thread, which spin for a while after each call; a service thread beside this process's own
+(baseline) torch calls means two torch teams competing for the cores (single-query latency 10.7 -> 13-14 ms
+on 2 cores), which a deployed server does not have.
+
+    python benchmarks/retrieval.py [--queries 256] [--build-docs 512] [--server process|thread]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -58,6 +69,59 @@ def raw_one_at_a_time(r, queries: list[str], k: int) -> tuple[float, list[float]
     return len(queries) / (time.perf_counter() - t0), lat
 
 
+def raw_in_batches(r, queries: list[str], k: int, size: int) -> float:
+    """Encoder + FAISS directly, ``size`` queries a call: queries/s."""
+    t0 = time.perf_counter()
+    for start in range(0, len(queries), size):
+        chunk = queries[start:start + size]
+        r.dense.search(r.encoder.encode_queries(chunk), k)
+    return len(queries) / (time.perf_counter() - t0)
+
+
+@contextlib.contextmanager
+def service_process(timeout: float = 180.0):
+    """``forage serve retriever`` (default index, query cache off) in a child process; yields its URL."""
+    from forage.asgi_thread import free_port
+
+    port = free_port()
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-c", "from forage.cli import main; main()", "serve", "retriever",
+                             "--port", str(port), "--cache-size", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"forage serve retriever exited with {proc.returncode}")
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                raise TimeoutError("forage serve retriever did not answer /health")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def service_thread(r):
+    """The service on a uvicorn thread of this process (query cache off); yields its URL."""
+    from forage.sandboxes.retrieval.service import ServiceConfig, ThreadedServer
+
+    with ThreadedServer(r, config=ServiceConfig(cache_size=0)) as server:
+        yield server.url
+
+
 def raw_one_batch(r, queries: list[str], k: int) -> tuple[float, float, float]:
     """Encoder + FAISS directly, all queries in one call: (queries/s, encoding s, FAISS s)."""
     t0 = time.perf_counter()
@@ -75,10 +139,11 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--build-docs", type=int, default=512)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
+    ap.add_argument("--server", choices=["process", "thread"], default="process",
+                    help="the service in its own process (as deployed) or on a thread of this one")
     args = ap.parse_args()
 
     from forage.sandboxes.retrieval import DenseIndexConfig, Retriever, load_default_retriever
-    from forage.sandboxes.retrieval.service import ServiceConfig, ThreadedServer
 
     r = load_default_retriever(log=print)
     rng = np.random.default_rng(0)
@@ -90,17 +155,20 @@ def main() -> None:
     r.search(queries[:8], args.k)  # warm-up
     raw_one = raw_one_at_a_time(r, queries, args.k)
     raw_batch = raw_one_batch(r, queries, args.k)
+    raw_level = {c: raw_in_batches(r, queries, args.k, c) for c in args.concurrency if c > 1}
     levels = {}
-    with ThreadedServer(r, config=ServiceConfig(cache_size=0)) as server:
-        asyncio.run(through_service(server.url, queries[:8], 1, args.k))  # warm-up
+    with (service_process() if args.server == "process" else service_thread(r)) as url:
+        asyncio.run(through_service(url, queries[:8], 1, args.k))  # warm-up
         for conc in args.concurrency:
-            before = httpx.get(server.url + "/health").json()
-            qps, lat = asyncio.run(through_service(server.url, queries, conc, args.k))
-            after = httpx.get(server.url + "/health").json()
+            before = httpx.get(url + "/health").json()
+            qps, lat = asyncio.run(through_service(url, queries, conc, args.k))
+            after = httpx.get(url + "/health").json()
             per_call = (after["encoded"] - before["encoded"]) / max(after["encoder_calls"] - before["encoder_calls"], 1)
             levels[conc] = (qps, lat, per_call)
     raw_one = min(raw_one, raw_one_at_a_time(r, queries, args.k), key=lambda x: pct(x[1], 50))  # the faster run
     raw_batch = max(raw_batch, raw_one_batch(r, queries, args.k))
+    raw_level = {c: max(v, raw_in_batches(r, queries, args.k, c)) for c, v in raw_level.items()}
+    print(f"service: {'forage serve retriever in its own process' if args.server == 'process' else 'a thread of this process'}")
     raw_one_qps, lat_raw = raw_one
     raw_p50 = pct(lat_raw, 50)
     print(f"raw in-process, one query at a time: {raw_one_qps:8.1f} q/s  p50 {raw_p50:7.1f} ms  "
@@ -110,7 +178,9 @@ def main() -> None:
     for conc, (qps, lat, per_call) in levels.items():
         print(f"service, {conc:3d} concurrent clients:     {qps:8.1f} q/s  p50 {pct(lat, 50):7.1f} ms  "
               f"p99 {pct(lat, 99):7.1f} ms  {per_call:5.1f} queries per encoder call | vs raw batch "
-              f"x{qps / raw_batch[0]:5.2f} q/s, p50 x{pct(lat, 50) / raw_p50:5.2f} the raw one-at-a-time p50")
+              f"x{qps / raw_batch[0]:5.2f} q/s, p50 x{pct(lat, 50) / raw_p50:5.2f} the raw one-at-a-time p50"
+              + (f" | raw in batches of {conc}: {raw_level[conc]:6.1f} q/s, service x{qps / raw_level[conc]:4.2f}"
+                 if conc in raw_level else ""))
     if 64 in levels and 1 in levels:
         qps, lat, per_call = levels[64]
         p50_1 = pct(levels[1][1], 50)

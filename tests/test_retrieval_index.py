@@ -168,3 +168,23 @@ def test_cli_index_build_with_progress_bar(tiny_corpus, tmp_path):
     missing = subprocess.run(cmd[:4] + [str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "x")],
                              capture_output=True, text=True, timeout=300, env=env)
     assert missing.returncode == 2 and "error:" in missing.stderr
+
+
+def test_encoder_batch_size_default_and_validation(default_retriever):
+    """The CPU default is 16 texts a forward pass; any batch size gives the same vectors (padding is masked)."""
+    from forage.sandboxes.retrieval.encoder import EncoderConfig
+
+    for bad in (0, -3, 2.5, True, "16"):
+        with pytest.raises(ValueError):
+            EncoderConfig(batch_size=bad)
+    enc = default_retriever.encoder
+    assert enc.device != "cpu" or enc.batch_size == 16
+    texts = ["a", "who founded the city of Quellport in the north", "x " * 60, "Paris"] * 5
+    want = enc.encode_queries(texts)
+    saved = enc.batch_size
+    try:
+        enc.batch_size = 3
+        got = enc.encode_queries(texts)
+    finally:
+        enc.batch_size = saved
+    np.testing.assert_allclose(got, want, atol=1e-5)

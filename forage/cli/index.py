@@ -16,7 +16,7 @@ def build(
     kind: str = typer.Option("flat", "--kind", help="FAISS index: flat (exact), hnsw or ivfpq."),
     encoder: Optional[str] = typer.Option(None, "--encoder", help="A sentence-transformers/HF encoder folder (default: all-MiniLM-L6-v2)."),
     max_seq_length: int = typer.Option(128, "--max-seq-length", help="Truncate passages to this many tokens."),
-    batch_size: int = typer.Option(64, "--batch-size"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Texts per forward pass (default: 16 on CPU, 64 on GPU)."),
     chunk_words: int = typer.Option(0, "--chunk-words", help="Split documents into passages of this many words (0: no)."),
     bm25: bool = typer.Option(True, "--bm25/--no-bm25", help="Also build the BM25 index (needed for bm25/hybrid)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if the output exists."),

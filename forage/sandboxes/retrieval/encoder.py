@@ -27,10 +27,16 @@ class EncoderConfig:
 
     path: str | None = None        # a sentence-transformers / HF folder; None = packaged MiniLM
     max_seq_length: int = 128       # truncate long passages (MiniLM was trained on 128 tokens; cost grows with length)
-    batch_size: int = 64
+    batch_size: int | None = None   # texts per forward pass; None: 16 on CPU, 64 on GPU (on a 2-core CPU, 16 encoded
+                                    # 64-query calls at 199 q/s vs 135 at 64, passages at 65 vs 54 docs/s: less padding)
     device: str | None = None       # None = cuda when available, else cpu
     query_prefix: str = ""          # e.g. "query: " for e5 models
     passage_prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
+                                            or self.batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer or None, got {self.batch_size!r}")
 
 
 class Encoder:
@@ -51,6 +57,7 @@ class Encoder:
         self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
         self.model.max_seq_length = self.config.max_seq_length
         self.device = device
+        self.batch_size = self.config.batch_size or (16 if device == "cpu" else 64)
         getdim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(getdim())
         self._lock = threading.Lock()  # one forward pass at a time: torch threads are shared
@@ -64,7 +71,7 @@ class Encoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         clean = [prefix + _clean_text(t) for t in texts]
         with self._lock:
-            out = self.model.encode(clean, batch_size=self.config.batch_size, convert_to_numpy=True,
+            out = self.model.encode(clean, batch_size=self.batch_size, convert_to_numpy=True,
                                     normalize_embeddings=True, show_progress_bar=progress)
         return np.ascontiguousarray(out, dtype=np.float32)
 
