@@ -3,7 +3,8 @@
 Prints queries/s, p50/p99 latency and queries per encoder call per concurrency level through
 ``POST /retrieve`` (``forage serve retriever`` in a process of its own by default, as it is deployed, with
 ``--server thread``: a uvicorn server in this process's thread; dynamic batching on, the clients one
-request of one query each), beside the baselines measured in the same run: the same queries through
+request of one query each, through the product's ``HTTPBackend``), beside the baselines measured in the
+same run: the same queries through
 ``Encoder.encode_queries`` + ``DenseIndex.search`` directly, one at a time (the latency baseline), in one
 batch (the throughput ceiling) and in batches of each concurrency level (the most that level's clients can
 have in flight, so the most a batcher can join); each baseline is measured before and after the service
@@ -40,21 +41,26 @@ def pct(xs: list[float], q: float) -> float:
 
 
 async def through_service(url: str, queries: list[str], concurrency: int, k: int) -> tuple[float, list[float]]:
-    """Send every query as its own request with ``concurrency`` clients; (queries/s, latencies)."""
+    """Send every query as its own request with ``concurrency`` clients through the product's client
+    (:class:`HTTPBackend`, what a SearchEnv uses: its httpx clients are sharded, see forage/http_shards.py);
+    (queries/s, latencies)."""
+    from forage.sandboxes.retrieval.backends import HTTPBackend
+
     lat: list[float] = []
     it = iter(queries)
+    backend = HTTPBackend(url, timeout=300)
 
-    async def client(c: httpx.AsyncClient) -> None:
+    async def client() -> None:
         for q in it:
             t = time.perf_counter()
-            r = await c.post(url + "/retrieve", json={"queries": [q], "topk": k, "return_scores": True})
-            r.raise_for_status()
+            hits = await backend.asearch([q], k)
+            assert len(hits) == 1 and len(hits[0]) == k
             lat.append(time.perf_counter() - t)
 
-    async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=concurrency)) as c:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(client(c) for _ in range(concurrency)))
-        wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    wall = time.perf_counter() - t0
+    await backend.aclose()
     return len(queries) / wall, lat
 
 

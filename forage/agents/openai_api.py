@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 import httpx
 
+from ..http_shards import ShardedAsyncClient
 from .policy import PolicyError, SamplingParams
 from .rollout import EnvSpec, RolloutConfig, TaskSpec, _EnvPool, _make_bar, end_through_env, env_stop_strings, release_env
 from .trajectory import Trajectory
@@ -60,8 +61,8 @@ class OpenAIPolicy:
         """Stop strings sent per request (None: all; vLLM takes any number); the others are cut here."""
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=10.0),
-                                         headers=headers)
+        self._client = ShardedAsyncClient(base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=10.0),
+                                          headers=headers)  # httpx's pool gets slow with many requests in flight
 
     async def _post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         delay = 0.5

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import httpx
 
 from ..asgi_thread import free_port
+from ..http_shards import ShardedAsyncClient
 from .policy import Generation, PolicyError, SamplingParams
 
 __all__ = ["VLLMServerPolicy", "VLLMServer", "free_port", "tool_calling_setup", "HERMES_CHATML_TEMPLATE"]
@@ -141,9 +142,9 @@ class VLLMServerPolicy:
         self.timeout = timeout
         self.reconnect_timeout = reconnect_timeout
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
+        self._client = ShardedAsyncClient(  # httpx's pool gets slow with many requests in flight on one client
+            per_shard=8, max_shards=max(1, -(-max_connections // 8)),
             base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=5.0), headers=headers,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 
     async def model_name(self) -> str:

@@ -7,6 +7,8 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import httpx
 
+from ...http_shards import ShardedAsyncClient
+
 from .retriever import MAX_K, METHODS, Hit, Retriever
 
 __all__ = ["SearchBackend", "BackendError", "InProcessBackend", "HTTPBackend", "format_hits"]
@@ -56,7 +58,7 @@ class HTTPBackend:
             self.url = self.url[: -len("/retrieve")]
         self.timeout = timeout
         self.method = method
-        self._clients: dict[int, tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
+        self._clients: dict[int, tuple[asyncio.AbstractEventLoop, ShardedAsyncClient]] = {}
 
     def _payload(self, queries: Sequence[str], k: int) -> dict:
         body = {"queries": [str(q) for q in queries], "topk": int(k), "return_scores": True}
@@ -64,7 +66,7 @@ class HTTPBackend:
             body["method"] = self.method
         return body
 
-    def _client(self) -> httpx.AsyncClient:
+    def _client(self) -> ShardedAsyncClient:
         # One pooled client per event loop (envs may run on different loops).
         loop = asyncio.get_running_loop()
         for key, (lp, _) in list(self._clients.items()):
@@ -72,7 +74,7 @@ class HTTPBackend:
                 del self._clients[key]
         entry = self._clients.get(id(loop))
         if entry is None or entry[0] is not loop or entry[1].is_closed:
-            entry = (loop, httpx.AsyncClient(timeout=self.timeout, limits=httpx.Limits(max_connections=128)))
+            entry = (loop, ShardedAsyncClient(per_shard=8, max_shards=16, timeout=self.timeout))  # <= 128 connections
             self._clients[id(loop)] = entry
         return entry[1]
 
