@@ -313,6 +313,37 @@ def test_ws_repeated_reset_info_is_sent_once(server, local):
         env.close()
 
 
+def test_ws_a_big_frame_is_answered_in_two_halves(server, local):
+    """A frame of 64 inline steps: the first half's answers go out in a frame of their own before the rest are
+    done (the client steps those sessions on meanwhile); every request answered once, each as in-process."""
+    raw = RawWS(server.url, binary=True)
+    sids = []
+    try:
+        raw.send([{"id": i, "op": "create"} for i in range(64)])
+        sids = [r["result"]["session_id"] for r in sorted(raw.recv(64), key=lambda r: r["id"])]
+        raw.send([{"id": i, "op": "reset", "session_id": sid, "seed": i} for i, sid in enumerate(sids)])
+        raw.recv(64)
+        actions = {}
+        for i in range(64):
+            obs, _ = local.reset(seed=i)
+            actions[i] = local.oracle_actions(local.episode.task)[0]
+        raw.send([{"id": i, "op": "step", "session_id": sid, "action": actions[i]} for i, sid in enumerate(sids)])
+        frames = []
+        while sum(len(f) for f in frames) < 64:
+            frames.append(msgpack.unpackb(raw.ws.recv(timeout=30)))
+        assert [len(f) for f in frames] == [32, 32]
+        got = {r["id"]: r["result"] for f in frames for r in f}
+        assert sorted(got) == list(range(64))
+        for i in range(64):
+            local.reset(seed=i)
+            want = local.step(actions[i])
+            assert got[i]["observation"] == want[0] and got[i]["reward"] == want[1], i
+        raw.send([{"id": 100 + i, "op": "close", "session_id": sid} for i, sid in enumerate(sids)])
+        raw.recv(64)
+    finally:
+        raw.close()
+
+
 def test_ws_pipelined_ops_on_one_session_keep_their_order():
     """reset, step, step in one frame on a thread-run env: answered in order, like the same calls in-process."""
     with env_server("CartPole-v1") as s:

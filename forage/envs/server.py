@@ -47,6 +47,7 @@ log = logging.getLogger("forage.envs.server")
 
 MAX_BODY_BYTES = 16 << 20
 MAX_BATCH = 4096        # requests in one WebSocket frame
+REPLY_CHUNK = 16        # a frame of more requests sends its first half's answers before doing the rest
 
 
 @dataclass
@@ -376,7 +377,7 @@ class _WSLink:
                 if frame is None:
                     frame = message.get("text") or ""
                 self.binary = isinstance(frame, bytes)
-                self._frame(frame)
+                await self._frame(frame)
                 self.wake.set()
         finally:
             self.ops.ws_links -= 1
@@ -399,7 +400,7 @@ class _WSLink:
                 else:
                     await self.ws.send_text(frame)
 
-    def _frame(self, frame: bytes | str) -> None:
+    async def _frame(self, frame: bytes | str) -> None:
         try:
             requests = decode(frame)
         except ValueError as e:
@@ -415,8 +416,14 @@ class _WSLink:
             return
         self.ops.ws_frames += 1
         self.ops.ws_requests += len(requests)
-        for request in requests:
+        chunk = max(REPLY_CHUNK, (len(requests) + 1) // 2)
+        for n, request in enumerate(requests, 1):
             self._dispatch(request)
+            if n % chunk == 0 and n < len(requests) and len(self.out) >= REPLY_CHUNK:
+                # Send what is answered so far before doing the rest: the client steps those sessions on
+                # meanwhile, instead of both ends taking turns to wait for a whole frame.
+                self.wake.set()
+                await asyncio.sleep(0)
 
     def _shrink(self, sid: str, result: dict[str, Any]) -> dict[str, Any]:
         """Leave out the reset-info values (tool schemas, system prompt...) this session was sent last
