@@ -241,3 +241,22 @@ def test_inline_calls_report_failures_as_the_loop_path_does():
     assert asyncio.run(inline.acall({"x": "ok"})).content == "OK"
     with pytest.raises(TypeError):
         looped.call_inline({"x": "ok"})
+
+
+def test_a_tool_that_overrides_acall_is_not_bypassed():
+    """The inline path skips ``acall``: a subclass that overrides it (logging, caching...) must still be called."""
+    seen = []
+
+    class Logged(Tool):
+        async def acall(self, arguments, episode=None):
+            seen.append(arguments)
+            return await super().acall(arguments, episode)
+
+    echo = Logged("echo", "Echo.", {"type": "object", "properties": {"x": {"type": "string"}}, "required": ["x"]},
+                  lambda x: x.upper())
+    assert not echo.inline
+    env = ToolEnv([Task("t", "go", "x")], [echo, answer_tool()])
+    env.reset(seed=0)
+    obs, *_ = env.step(env.format_call("echo", x="hi"))
+    assert "HI" in obs and seen == [{"x": "hi"}]
+    env.close()

@@ -110,7 +110,8 @@ class Tool:
         self._episode_arg = episode_arg
         # A plain function cannot be interrupted by a timeout anyway: call it inline, without
         # the cost of a task and an event-loop round trip per call.
-        self._inline = fn is not None and not inspect.iscoroutinefunction(fn) and type(self).run is Tool.run
+        self._inline = (fn is not None and not inspect.iscoroutinefunction(fn)
+                        and type(self).run is Tool.run and type(self).acall is Tool.acall)
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", self.name or ""):
             raise ValueError(f"invalid tool name {self.name!r}: use letters, digits, '_', '-', '.'")
         self._validator = jsonschema.Draft202012Validator(self.parameters)
