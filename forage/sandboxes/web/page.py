@@ -82,6 +82,14 @@ class _Renderer:
             self.lines.append((self.prefix + text).replace(" ,", ",").replace(" .", "."))
         self.buf, self.prefix = [], ""
 
+    def block_edge(self) -> list[str]:
+        """A block starts or ends: the pending text becomes a line (or the prefix goes); the buffer to fill next."""
+        if self.buf:
+            self.flush()
+        else:
+            self.prefix = ""
+        return self.buf
+
     def walk(self, root: etree._Element) -> None:
         # A stack of elements to open and of closes: an element popped is opened (rendered), which
         # schedules its close by pushing the element and then its lower-cased tag name; a name popped is
@@ -100,12 +108,8 @@ class _Renderer:
             if type(el) is str:
                 closing, el = el, pop()
                 if closing in block:
-                    if buf:
-                        self.flush()
-                        buf = self.buf
-                        add = buf.append
-                    else:
-                        self.prefix = ""
+                    buf = self.block_edge()
+                    add = buf.append
                 elif closing == "td" or closing == "th":
                     add(" | ")
                 if el.tail:
@@ -130,12 +134,8 @@ class _Renderer:
                         add(el.tail)
                     continue
             if name in block:
-                if buf:
-                    self.flush()
-                    buf = self.buf
-                    add = buf.append
-                else:
-                    self.prefix = ""
+                buf = self.block_edge()
+                add = buf.append
                 if name in headings:
                     self.prefix = "#" * int(name[1]) + " "
                 elif name == "li":
