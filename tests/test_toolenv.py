@@ -237,3 +237,24 @@ def test_reweight_and_chat_messages_wrappers():
     assert term and r == pytest.approx(5.0)
     roles = [m["role"] for m in info["messages"]]
     assert roles[:4] == ["system", "user", "assistant", "user"] and roles[-1] == "user"
+
+
+def test_env_tool_timeout_ends_a_slow_call_and_the_env_stays_usable():
+    """``tool_timeout`` bounds every call, whatever the tool's own timeout: a call that would take 30 s comes back
+    as a "timeout" error observation after 0.2 s, and the next call on the same episode works."""
+
+    @tool
+    async def slow(seconds: float) -> str:
+        """Sleep, then say so."""
+        await asyncio.sleep(seconds)
+        return f"slept {seconds}"
+
+    slow.timeout = None
+    env = ToolEnv([Task("t", "go", "x")], [slow, answer_tool()], tool_timeout=0.2)
+    env.reset(seed=0)
+    obs, _, terminated, truncated, info = env.step(env.format_call("slow", seconds=30))
+    assert "Error: slow timed out after 0.2 s" in obs and info["tool_results"][0]["error"] == "timeout"
+    assert not terminated and not truncated
+    obs, *_ = env.step(env.format_call("slow", seconds=0.01))
+    assert "slept 0.01" in obs
+    env.close()

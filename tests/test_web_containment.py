@@ -171,7 +171,7 @@ async def test_https_is_pinned_and_keeps_the_name_for_tls(tmp_path, web_corpus):
 
 
 async def test_the_tool_timeout_answers_in_time_and_runs_no_task_per_call(silent_server, hostile_server):
-    """The browser tools enforce their own timeout (asyncio.timeout inside the call): a page that never answers is a
+    """The browser tools' timeout (Tool.acall's, asyncio.timeout in the caller's task): a page that never answers is a
     "timeout" result after the tool's limit, not the browser's longer one; a normal call runs in the caller's task."""
     import time
     from types import SimpleNamespace

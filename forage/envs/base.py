@@ -475,7 +475,8 @@ class ToolEnv(gym.Env[str, str]):
         started = time.perf_counter()
         if self.tool_timeout is not None:
             try:
-                res = await asyncio.wait_for(t.acall(call.arguments, ep), self.tool_timeout)
+                async with asyncio.timeout(self.tool_timeout):
+                    res = await t.acall(call.arguments, ep)
             except asyncio.TimeoutError:
                 res = ToolResult(f"Error: {call.name} timed out after {self.tool_timeout:g} s", error="timeout", name=call.name)
         elif t.inline:  # a plain function: no coroutine to await

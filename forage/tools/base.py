@@ -178,7 +178,12 @@ class Tool:
             return self._invalid(problem)
         try:
             coro: Awaitable[Any] = self.run(episode, **arguments)
-            out = await (asyncio.wait_for(coro, self.timeout) if self.timeout else coro)
+            if self.timeout:
+                # in the caller's task (asyncio.wait_for would run each call as a task of its own: more loop rounds)
+                async with asyncio.timeout(self.timeout):
+                    out = await coro
+            else:
+                out = await coro
         except asyncio.TimeoutError:
             return ToolResult(f"Error: {self.name} timed out after {self.timeout:g} s", error="timeout", name=self.name)
         except asyncio.CancelledError:

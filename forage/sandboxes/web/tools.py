@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Callable, Iterable
 
-from ...tools import Tool, ToolError, ToolResult
+from ...tools import Tool, ToolError
 from .browser import Browser
 
 __all__ = ["BROWSER_TOOLS", "make_browser_tools", "browser_of"]
@@ -28,15 +27,10 @@ def _obj(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
 
 def make_browser_tools(names: Iterable[str] = BROWSER_TOOLS, timeout: float | None = 60.0,
                        after: Callable[[Any, Browser], None] | None = None) -> list[Tool]:
-    """Browser tools named in ``names``; ``after(episode, browser)`` runs after each successful navigation tool.
+    """Browser tools named in ``names``; ``after(episode, browser)`` runs after each successful navigation tool."""
 
-    ``timeout`` is enforced inside the call with ``asyncio.timeout`` (the tools are built with
-    ``Tool(timeout=None)``): ``Tool.acall``'s ``asyncio.wait_for`` would run every call as a task of
-    its own, two extra event-loop rounds per page (Python 3.11). The answer on expiry is the same.
-    """
-
-    def wrap(method: str, name: str) -> Callable[..., Any]:
-        async def call(episode: Any, kwargs: dict[str, Any]) -> str:
+    def wrap(method: str) -> Callable[..., Any]:
+        async def run(episode: Any = None, **kwargs: Any) -> str:
             browser = browser_of(episode)
             out = getattr(browser, method)(**kwargs)
             if hasattr(out, "__await__"):
@@ -44,15 +38,6 @@ def make_browser_tools(names: Iterable[str] = BROWSER_TOOLS, timeout: float | No
             if after is not None:
                 after(episode, browser)
             return out
-
-        async def run(episode: Any = None, **kwargs: Any) -> str | ToolResult:
-            if not timeout:
-                return await call(episode, kwargs)
-            try:
-                async with asyncio.timeout(timeout):
-                    return await call(episode, kwargs)
-            except TimeoutError:
-                return ToolResult(f"Error: {name} timed out after {timeout:g} s", error="timeout", name=name)
 
         return run
 
@@ -75,6 +60,5 @@ def make_browser_tools(names: Iterable[str] = BROWSER_TOOLS, timeout: float | No
         if name not in specs:
             raise ValueError(f"unknown browser tool {name!r}; choose from {', '.join(BROWSER_TOOLS)}")
         desc, params = specs[name]
-        tools.append(Tool(name, desc, params, wrap(name, name), episode_arg="episode", concurrent=False,
-                          timeout=None))
+        tools.append(Tool(name, desc, params, wrap(name), episode_arg="episode", concurrent=False, timeout=timeout))
     return tools
