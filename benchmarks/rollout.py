@@ -27,19 +27,23 @@ from _floors import generation_floor
 
 async def raw_vllm(url: str, model: str, prompts: list[list[int]], max_tokens: int) -> tuple[int, float]:
     """Generate ``max_tokens`` for every prompt at once; return (tokens, seconds)."""
-    import httpx
+    from forage.http_shards import ShardedAsyncClient
 
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=httpx.Limits(max_connections=512)) as client:
-        async def one(p: list[int]) -> int:
-            r = await client.post("/v1/completions", json={
-                "model": model, "prompt": p, "max_tokens": max_tokens, "temperature": 1.0, "ignore_eos": True,
-                "logprobs": 0, "return_tokens_as_token_ids": True})
-            r.raise_for_status()
-            return int(r.json()["usage"]["completion_tokens"])
+    client = ShardedAsyncClient(per_shard=8, max_shards=64, base_url=url, timeout=600)   # as the engine's client
 
+    async def one(p: list[int]) -> int:
+        r = await client.post("/v1/completions", json={
+            "model": model, "prompt": p, "max_tokens": max_tokens, "temperature": 1.0, "ignore_eos": True,
+            "logprobs": 0, "return_tokens_as_token_ids": True})
+        r.raise_for_status()
+        return int(r.json()["usage"]["completion_tokens"])
+
+    try:
         t0 = time.perf_counter()
         counts = await asyncio.gather(*(one(p) for p in prompts))
         return sum(counts), time.perf_counter() - t0
+    finally:
+        await client.aclose()
 
 
 async def engine_run(url: str, tokenizer, episodes: int, max_new: int, max_turns: int) -> tuple[list, float]:
